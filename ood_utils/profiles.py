@@ -1,0 +1,201 @@
+"""Profiles: one name selects data, models and budgets.
+
+``mini``  the embedded offline benchmark (MNIST-5k vs bundled images), any CPU, minutes.
+``quick`` the real benchmarks with reduced epochs and sample counts, one GPU, about an hour.
+``paper`` the papers' settings, GPU box(es), hours to days.
+
+A notebook's ``parameters`` cell holds ``profile`` and a few literal overrides (``None`` = profile default);
+the next cell calls :func:`resolve`, which validates every value *before* any work starts, applies the smoke
+switch (``OOD_KIT_SMOKE=1``, tests only) to the values the caller did not set, seeds python/numpy/torch and
+resolves the device. An explicit override always wins over the profile and over smoke scaling.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+PROFILES = ("mini", "quick", "paper")
+SMOKE_ENV = "OOD_KIT_SMOKE"
+
+# Parameters every notebook shares. Each entry: profile -> default.
+BASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "seed":         {"mini": 0, "quick": 0, "paper": 0},
+    "device":       {"mini": "auto", "quick": "auto", "paper": "auto"},
+    "id_dataset":   {"mini": "mnist5k", "quick": "cifar10", "paper": "cifar10"},
+    "arch":         {"mini": "mnist_cnn", "quick": "resnet18", "paper": "densenet100"},
+    "epochs":       {"mini": 8, "quick": 30, "paper": 100},
+    "batch_size":   {"mini": 128, "quick": 128, "paper": 128},
+    "lr":           {"mini": 0.05, "quick": 0.1, "paper": 0.1},
+    "weight_decay": {"mini": 5e-4, "quick": 5e-4, "paper": 5e-4},
+    "max_train":    {"mini": None, "quick": None, "paper": None},   # cap on training images (None = all)
+    "max_eval":     {"mini": None, "quick": 2000, "paper": None},   # cap on images per OOD test set
+    "num_workers":  {"mini": 0, "quick": 4, "paper": 8},
+    "amp":          {"mini": False, "quick": True, "paper": True},
+    "checkpoint":   {"mini": None, "quick": None, "paper": None},   # user-supplied weights for the base classifier
+}
+
+# Track-specific parameters, merged into the base when a notebook asks for its track.
+TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "mme": {
+        "preset":      {"mini": "cifar", "quick": "cifar", "paper": "cifar"},
+        "ood_sets":    {"mini": None, "quick": None, "paper": None},  # None = every OOD set of the ID dataset
+    },
+}
+
+# What smoke mode shrinks (only values not set explicitly): key -> cap.
+SMOKE_CAPS: dict[str, Any] = {
+    "epochs": 1,
+    "max_train": 512,
+    "max_eval": 128,
+}
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "seed": (int,), "device": (str,), "id_dataset": (str,), "arch": (str,), "epochs": (int,),
+    "batch_size": (int,), "lr": (float, int), "weight_decay": (float, int), "max_train": (int, type(None)),
+    "max_eval": (int, type(None)), "num_workers": (int,), "amp": (bool,), "checkpoint": (str, type(None)),
+    "preset": (str,), "ood_sets": (list, tuple, type(None)),
+}
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown or has an invalid value."""
+
+
+def smoke_mode() -> bool:
+    """True when tests asked every profile to shrink to seconds."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _choices(key: str) -> tuple[str, ...] | None:
+    """Valid values of the parameters that name something, looked up where those things are defined."""
+    if key == "arch":
+        from .models import ARCHITECTURES
+        return tuple(ARCHITECTURES)
+    if key == "id_dataset":
+        from .data import ID_DATASETS
+        return tuple(ID_DATASETS)
+    if key == "preset":
+        return ("cifar", "imagenet")
+    return None
+
+
+def _check_value(key: str, value: Any) -> None:
+    types = _TYPES.get(key)
+    if types and not isinstance(value, types) or (isinstance(value, bool) and bool not in (types or (bool,))):
+        names = " or ".join(t.__name__ for t in types)
+        raise ConfigError(f"parameter {key!r} must be {names}, got {value!r} ({type(value).__name__})")
+    choices = _choices(key)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"unknown {key} {value!r}; valid: {', '.join(choices)}")
+    if key == "device":
+        resolve_device(value)  # raises on a malformed name
+    if key in ("epochs", "batch_size") and value < 1:
+        raise ConfigError(f"{key} must be >= 1, got {value}")
+    if key in ("max_train", "max_eval") and value is not None and value < 1:
+        raise ConfigError(f"{key} must be None or >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved, validated parameters of one notebook run. Read values as attributes: ``cfg.epochs``."""
+
+    profile: str
+    smoke: bool
+    values: Mapping[str, Any]
+    overridden: frozenset = field(default_factory=frozenset)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(f"no parameter {key!r}; known: {', '.join(sorted(self.values))}") from None
+
+    @property
+    def torch_device(self):
+        return resolve_device(self.values["device"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "smoke": self.smoke, **dict(self.values)}
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        return f"Config(profile={self.profile!r}, smoke={self.smoke}, {body})"
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
+    return profile
+
+
+def defaults(profile: str, track: str | None = None) -> dict[str, Any]:
+    """The profile's default value of every parameter (before smoke scaling)."""
+    check_profile(profile)
+    table = dict(BASE_DEFAULTS)
+    if track is not None:
+        if track not in TRACK_DEFAULTS:
+            raise ConfigError(f"unknown track {track!r}; valid: {', '.join(TRACK_DEFAULTS)}")
+        table.update(TRACK_DEFAULTS[track])
+    return {key: per_profile[profile] for key, per_profile in table.items()}
+
+
+def resolve(profile: str = "mini", track: str | None = None, *, seed_now: bool = True, **overrides: Any) -> Config:
+    """Validate ``profile`` and ``overrides`` (``None`` = keep the default), apply smoke caps, seed, return a Config.
+
+    >>> cfg = resolve("mini", epochs=2)
+    >>> cfg.epochs
+    2
+    """
+    values = defaults(profile, track)
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for profile {profile!r}"
+                          f"{' track ' + repr(track) if track else ''}; valid: {', '.join(sorted(values))}")
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    smoke = smoke_mode()
+    if smoke:
+        for key, cap in SMOKE_CAPS.items():
+            if key in values and key not in explicit:
+                values[key] = cap if values[key] is None else min(values[key], cap)
+    values.update(explicit)
+    for key, value in values.items():
+        if value is not None or key in explicit:
+            _check_value(key, value)
+    cfg = Config(profile, smoke, MappingProxyType(values), frozenset(explicit))
+    if seed_now:
+        seed_everything(cfg.seed)
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch. On CPU the ``mini`` profile is then bit-reproducible."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def resolve_device(name: str = "auto"):
+    """The one place that turns a device name into a ``torch.device`` ('auto' picks cuda, then mps, then cpu)."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return device
