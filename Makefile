@@ -9,6 +9,8 @@ VENV ?= .venv
 PROFILE ?= mini
 ARGS ?=
 BIN := $(VENV)/bin
+# Notebook kernels import ood_utils from this checkout, whichever venv runs them.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
 .PHONY: setup reproduce test lab data clean-runs
