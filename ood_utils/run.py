@@ -422,7 +422,7 @@ def print_summary(runs: Sequence[NotebookRun], profile: str, out: Path) -> None:
 
 def list_notebooks(profile: str, notebooks_dir: Path | None, out_dir: Path | None) -> None:
     """Print every notebook, the parameters it accepts and its last status for this profile."""
-    out = Path(out_dir) if out_dir is not None else paths.runs_dir(profile, )
+    out = Path(out_dir) if out_dir is not None else paths.runs_dir(profile)
     entries = load_manifest(out)["notebooks"] if (out / MANIFEST).exists() else {}
     for nb in find_notebooks(notebooks_dir):
         entry = entries.get(nb.stem, {})
