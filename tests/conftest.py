@@ -52,10 +52,10 @@ def pytest_unconfigure(config):
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
-def pytest_collectreport(report):
-    """Remember which notebooks nbval collected (before ``-k`` deselects anything), for test_notebooks.py."""
-    if report.nodeid.endswith(".ipynb") and report.passed:
-        _COLLECTED_NOTEBOOKS.add(Path(report.fspath).name)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Remember which notebooks nbval collected (before ``-k`` deselects any), for test_notebooks.py."""
+    _COLLECTED_NOTEBOOKS.update(item.path.name for item in items if item.path.suffix == ".ipynb")
 
 
 _COLLECTED_NOTEBOOKS: set[str] = set()
