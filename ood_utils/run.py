@@ -434,26 +434,49 @@ def list_notebooks(profile: str, notebooks_dir: Path | None, out_dir: Path | Non
 
 # ----------------------------------------------------------------------------------------------------- CLI
 
+def _split_key_value(argv: Sequence[str]) -> list[str]:
+    """Accept ``-p epochs=3`` as well as papermill's ``-p epochs 3``."""
+    out: list[str] = []
+    args = list(argv)
+    for i, token in enumerate(args):
+        previous = args[i - 1] if i else ""
+        if previous in ("-p", "--parameter") and "=" in token and token.split("=", 1)[0].isidentifier():
+            out.extend(token.split("=", 1))
+        else:
+            out.append(token)
+    return out
+
+
 def _parse_params(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for pair in pairs or []:
-        if len(pair) == 1 and "=" in pair[0]:
-            pair = pair[0].split("=", 1)
-        if len(pair) != 2 or not pair[0].isidentifier():
-            raise RunError(f"-p takes a name and a value (-p epochs 3 or -p epochs=3), got {' '.join(pair)!r}")
-        params[pair[0]] = parse_value(pair[1])
+    for key, value in pairs or []:
+        if not key.isidentifier():
+            raise RunError(f"-p takes a parameter name and a value (-p epochs 3), got {key!r}")
+        params[key] = parse_value(value)
     return params
+
+
+DESCRIPTION = """Execute the kit's notebooks in numeric order with papermill. Executed copies, logs and a manifest
+go to runs/<profile>/; the run stops at the first failing notebook and names its cell. Notebooks that
+already finished with the same parameters and source are skipped unless --force."""
+
+EXAMPLES = """examples:
+  python -m ood_utils.run --list
+  python -m ood_utils.run --profile mini
+  python -m ood_utils.run --profile quick --only 11 12 -p seed 1 -p device cuda:1
+  python -m ood_utils.run --profile paper --only mme --force
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ood_utils.run", description=__doc__.split("\n\n")[0],
+        prog="python -m ood_utils.run", description=DESCRIPTION, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="mini", help=f"one of {', '.join(profiles.PROFILES)} (default mini)")
     parser.add_argument("--only", nargs="+", action="extend", metavar="PATTERN",
                         help="run only notebooks whose name contains PATTERN (or matches it as a glob)")
     parser.add_argument("--force", action="store_true", help="re-run notebooks that already finished")
-    parser.add_argument("-p", "--parameter", nargs="+", action="append", metavar="KEY VALUE", dest="params",
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"), dest="params",
                         help="override a parameter of the notebooks that define it; VALUE is a Python literal "
                              "or a string (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the notebooks, their parameters and status")
@@ -467,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 success, 1 a notebook failed, 2 a bad request (nothing was run)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_split_key_value(sys.argv[1:] if argv is None else argv))
     try:
         profiles.check_profile(args.profile)
         if args.list:

@@ -107,7 +107,7 @@ def test_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, fixtures_di
     (["-p", "stepz", "3"], "unknown parameter(s) stepz"),
     (["-p", "profile", "quick"], "--profile"),
     (["-p", "seed", "1.5"], "parameter 'seed' must be int"),
-    (["-p", "seed"], "-p takes a name and a value"),
+    (["-p", "3", "x"], "-p takes a parameter name and a value"),
     (["--only", "zz"], "matches no notebook; notebooks: 00_hello, 10_steps"),
 ])
 def test_bad_requests_fail_before_any_work(tmp_path, fixtures_dir, capsys, argv, message):
@@ -140,7 +140,9 @@ def test_parse_values_as_literals_or_strings():
     assert run.parse_value("None") is None
     assert run.parse_value("['svhn', 'dtd']") == ["svhn", "dtd"]
     assert run.parse_value("cuda:1") == "cuda:1"
-    assert run._parse_params([["epochs=2"], ["device", "cpu"]]) == {"epochs": 2, "device": "cpu"}
+    argv = run._split_key_value(["-p", "epochs=2", "-p", "device", "cpu", "-p", "name", "a=b"])
+    assert argv == ["-p", "epochs", "2", "-p", "device", "cpu", "-p", "name", "a=b"]
+    assert run._parse_params([("epochs", "2"), ("device", "cpu")]) == {"epochs": 2, "device": "cpu"}
 
 
 def test_parameters_cell_is_read_without_a_kernel(fixtures_dir):
