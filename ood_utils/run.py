@@ -365,6 +365,10 @@ def run_notebooks(profile: str, only: Iterable[str] | None = None, params: dict[
         start = time.perf_counter()
         try:
             _execute(nb, output, log, nb_params, progress, cell_timeout)
+        except KeyboardInterrupt:  # Ctrl-C: the manifest says so, and the next run starts this notebook again
+            entry.update(status="interrupted", seconds=round(time.perf_counter() - start, 2), finished=_now())
+            _save(out, manifest)
+            raise
         except Exception as err:  # papermill's execution error, a dead kernel, a timeout
             seconds = time.perf_counter() - start
             index, line, ename, evalue = _failing_cell(output, err)
@@ -403,8 +407,11 @@ def _results_summary(profile: str, out: Path) -> str | None:
     csv = out / "results_summary.csv"
     fd, tmp = tempfile.mkstemp(dir=out, prefix=csv.name, suffix=".tmp")
     os.close(fd)
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, csv)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return f"results: {len(frame)} records -> {csv}"
 
 

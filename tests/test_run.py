@@ -160,3 +160,22 @@ def test_unreadable_manifest_is_replaced(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text("{not json")
     assert run.load_manifest(tmp_path) == {"notebooks": {}}
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_summary_counts_result_records(tmp_path, monkeypatch, capsys):
+    import types
+
+    import pandas as pd
+
+    import ood_utils
+
+    stub = types.SimpleNamespace(load_all=lambda profile: pd.DataFrame({"metric": ["auroc", "fpr95"],
+                                                                         "value": [0.9, 0.3]}))
+    monkeypatch.setitem(sys.modules, "ood_utils.results", stub)
+    monkeypatch.setattr(ood_utils, "results", stub, raising=False)
+    runs = [run.NotebookRun("00_hello", "ok", 1.5, tmp_path / "a", tmp_path / "b")]
+    run.print_summary(runs, "mini", tmp_path)
+    printed = capsys.readouterr().out
+    assert "00_hello" in printed and "1.5 s" in printed
+    assert f"results: 2 records -> {tmp_path / 'results_summary.csv'}" in printed
+    assert len(pd.read_csv(tmp_path / "results_summary.csv")) == 2
