@@ -22,7 +22,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from . import paths
-from .models import _unwrap
+from .models import unwrap_model
 from .train import _data, sha256_file, to_device
 
 _AUTO = "auto"
@@ -50,7 +50,7 @@ def model_fingerprint(model: nn.Module) -> str:
     Two models share a fingerprint only if they compute the same function, so a cache entry written for one
     model is never served to another, even under the same tag.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     h = hashlib.sha256(type(inner).__name__.encode())
     for name, tensor in sorted(inner.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -63,7 +63,7 @@ def model_fingerprint(model: nn.Module) -> str:
 def extract(model: nn.Module, dataset, *, batch_size: int = 256, device=None, num_workers: int = 0,
             progress: bool = True, desc: str = "features") -> Features:
     """One pass over ``dataset`` in eval mode: ``h = model.features(x)``, ``logits = model.head(h)``."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     device = torch.device(device) if device is not None else next(inner.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")

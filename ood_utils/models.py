@@ -343,7 +343,7 @@ def build_model(arch: str, num_classes: int, *, checkpoint: str | Path | None = 
 
 def head_weights(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """The last layer as numpy: ``W`` (C, D) and ``b`` (C,), float32, so ``logits = h @ W.T + b``."""
-    head = _unwrap(model).head
+    head = unwrap_model(model).head
     W = head.weight.detach().float().cpu().numpy().copy()
     b = head.bias.detach().float().cpu().numpy().copy() if head.bias is not None else np.zeros(len(W), np.float32)
     return W, b
@@ -351,14 +351,14 @@ def head_weights(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 def feature_dim(model: nn.Module) -> int:
     """D, the width of the penultimate feature ``h``."""
-    return _unwrap(model).head.in_features
+    return unwrap_model(model).head.in_features
 
 
 def num_classes_of(model: nn.Module) -> int:
-    return _unwrap(model).head.out_features
+    return unwrap_model(model).head.out_features
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The underlying classifier of a DataParallel / DistributedDataParallel / compiled wrapper."""
     while hasattr(model, "module") and not hasattr(model, "head"):
         model = model.module
@@ -410,7 +410,7 @@ def _few(keys, n: int = 8) -> str:
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise :class:`CheckpointError` naming every mismatch between ``state`` and ``model`` (nothing copied)."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     expected = model.state_dict()
     head_w = state.get("head.weight")
     if head_w is not None and head_w.shape != expected["head.weight"].shape:
@@ -435,7 +435,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     Checkpoints written by torchvision/timm (``features.*``, ``head.fc.*``, ...) are renamed by the
     wrapper's :meth:`Classifier.convert_state_dict` when the kit's own names do not match.
     """
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     state = read_state_dict(path)
     own = set(inner.state_dict())
     if set(state) != own and isinstance(inner, Classifier):

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import paths, profiles
-from .models import CheckpointError, _unwrap, build_model, check_state_dict, load_checkpoint, read_state_dict
+from .models import (CheckpointError, build_model, check_state_dict, load_checkpoint, read_state_dict,
+                     unwrap_model)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -185,7 +186,7 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
 
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
-    on CUDA. Returns the history: ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr", "seconds"}]}``.
+    on CUDA. The model is left in eval mode. Returns the history: ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr", "seconds"}]}``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -242,7 +243,7 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
                        f"({history[-1]['seconds']:.1f}s)")
         if is_main:
             save_training_state(ckpt_path, {
-                "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                "model": unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                 "recipe": recipe, "rng": _rng_state(loader), "history": history})
         if acc is not None:
@@ -263,7 +264,7 @@ def _resume(state, model, opt, sched, scaler, loader, recipe, ckpt_path) -> tupl
     except CheckpointError as err:
         warnings.warn(f"{err}; training starts from scratch", RuntimeWarning, stacklevel=3)
         return 0, []
-    _unwrap(model).load_state_dict(state["model"])
+    unwrap_model(model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     if "scaler" in state:
