@@ -95,7 +95,8 @@ def cache_paths(dataset_name: str, split: str, cfg, tag: str, max_n: int | None)
     if not tag or any(c in tag for c in r"\/:") or tag.startswith("."):
         raise ValueError(f"tag must be a plain name (it becomes a folder), got {tag!r}")
     folder = paths.cache_dir("features", cfg.profile, tag)
-    stem = f"{dataset_name}_{split}_n{'all' if max_n is None else max_n}{'_smoke' if cfg.smoke else ''}"
+    # the ID dataset is part of the name: an OOD set is normalised with its ID dataset's statistics
+    stem = f"{cfg.id_dataset}__{dataset_name}_{split}_n{'all' if max_n is None else max_n}{'_smoke' if cfg.smoke else ''}"
     return folder / f"{stem}.npz", folder / f"{stem}.json"
 
 
@@ -151,9 +152,12 @@ def get_features(model: nn.Module, dataset_name: str, split: str, cfg, tag: str,
     cached = _read(npz, meta_path, fingerprint)
     if cached is not None:
         return cached
-    dataset = _data().get_dataset(dataset_name, split, max_n=max_n)
+    data = _data()
+    # OOD and auxiliary sets are preprocessed like the ID dataset they are paired with
+    paired = {} if dataset_name in data.ID_DATASETS else {"id_dataset": cfg.id_dataset}
+    dataset = data.get_dataset(dataset_name, split, max_n=max_n, **paired)
     out = extract(model, dataset, batch_size=batch_size or 2 * cfg.batch_size, num_workers=cfg.num_workers,
                   progress=progress, desc=f"{tag}: {dataset_name}/{split}")
-    _write(out, npz, meta_path, {"tag": tag, "dataset": dataset_name, "split": split, "profile": cfg.profile,
-                                  "smoke": cfg.smoke, "max_n": max_n, "model": fingerprint})
+    _write(out, npz, meta_path, {"tag": tag, "dataset": dataset_name, "id_dataset": cfg.id_dataset, "split": split,
+                                  "profile": cfg.profile, "smoke": cfg.smoke, "max_n": max_n, "model": fingerprint})
     return out

@@ -23,8 +23,9 @@ def fake_data(monkeypatch, tmp_path):
     mod.ID_DATASETS = {"mnist5k": SimpleNamespace(name="mnist5k", num_classes=10)}
     mod.calls = []
 
-    def get_dataset(name, split="train", *, train_transform=False, max_n=None, seed=0):
+    def get_dataset(name, split="train", *, train_transform=False, max_n=None, seed=0, id_dataset=None):
         mod.calls.append((name, split, max_n))
+        assert id_dataset == (None if name in mod.ID_DATASETS else "mnist5k")
         g = torch.Generator().manual_seed(zlib.crc32(f"{name}{split}".encode()))
         n = min(max_n or 300, 300)
         y = torch.randint(0, 10, (n,), generator=g) if name == "mnist5k" else torch.full((n,), -1)

@@ -120,7 +120,7 @@ def fake_data(monkeypatch, tmp_path):
     mod.ID_DATASETS = {"mnist5k": SimpleNamespace(name="mnist5k", num_classes=10)}
     mod.calls = []
 
-    def get_dataset(name, split="train", *, train_transform=False, max_n=None, seed=0):
+    def get_dataset(name, split="train", *, train_transform=False, max_n=None, seed=0, id_dataset=None):
         mod.calls.append((name, split, max_n))
         x, y = _toy_data(600 if split == "train" else 200, seed=zlib.crc32(f"{name}{split}".encode()))
         n = len(y) if max_n is None else min(max_n, len(y))
