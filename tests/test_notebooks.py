@@ -1,7 +1,9 @@
 """The notebook rules, and the check that nbval executes every notebook.
 
 Rules for every ``notebooks/NN_<paper>_<topic>.ipynb`` in git:
-- no outputs and no execution counts (strip them before committing);
+- no outputs and no execution counts (strip them before committing). The version checked is the one staged
+  in git (what a commit would record), so running a notebook in Jupyter and saving it does not fail the
+  tests; outside a git checkout the file itself is checked;
 - exactly one cell tagged ``parameters``, and it sets ``profile = "mini"``;
 - the name matches the runner's pattern, so ``python -m ood_utils.run`` and nbval see the same notebooks.
 
@@ -16,6 +18,7 @@ import ast
 import fnmatch
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -26,9 +29,22 @@ from ood_utils import paths, run
 NOTEBOOKS = sorted(p for p in paths.notebooks_dir().glob("*.ipynb")) if paths.notebooks_dir().is_dir() else []
 
 
+def _staged_text(path: Path) -> str:
+    """The notebook as git's index holds it, or the file itself when it is not tracked (or git is absent)."""
+    try:
+        rel = path.resolve().relative_to(paths.REPO_ROOT)
+        staged = subprocess.run(["git", "-C", str(paths.REPO_ROOT), "show", f":{rel.as_posix()}"],
+                                capture_output=True, text=True, timeout=30)
+        if staged.returncode == 0:
+            return staged.stdout
+    except (ValueError, OSError, subprocess.SubprocessError):
+        pass
+    return path.read_text()
+
+
 def notebook_problems(path: Path) -> list[str]:
     """Every broken rule of one notebook, as readable sentences (empty list = clean)."""
-    nb = nbformat.read(str(path), as_version=4)
+    nb = nbformat.reads(_staged_text(path), as_version=4)
     problems = []
     if not fnmatch.fnmatch(path.name, run.NOTEBOOK_GLOB):
         problems.append(f"name does not match {run.NOTEBOOK_GLOB} (NN_<paper>_<topic>.ipynb)")
