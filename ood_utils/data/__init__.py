@@ -157,8 +157,8 @@ def ood_sets(id_dataset: str) -> dict[str, str]:
     info = _check_id(id_dataset)
     if info.source == "embedded":
         return {n: s.group for n, s in embedded.SETS.items() if s.group in ("near", "far")}
-    groups = _real_groups()
-    return {n: groups.get(n, "far") for n in _REAL_OOD_BY_FAMILY[_REAL_FAMILY.get(id_dataset, "cifar")]}
+    groups = _real_groups()           # only the sets the real loaders know (a test checks none is missing)
+    return {n: groups[n] for n in _REAL_OOD_BY_FAMILY[_REAL_FAMILY.get(id_dataset, "cifar")] if n in groups}
 
 
 def auxiliary_set(id_dataset: str) -> str:
