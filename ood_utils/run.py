@@ -107,15 +107,20 @@ def parameters_of(path: Path) -> dict[str, str]:
     """
     names: dict[str, str] = {}
     for cell in _read(path).cells:
-        if cell.cell_type != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
-            continue
-        tree = ast.parse(cell.source)
-        for node in tree.body:
-            targets = node.targets if isinstance(node, ast.Assign) else (
-                [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    names[target.id] = ast.get_source_segment(cell.source, node.value) or ""
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            names.update(parameters_of_source(cell.source))
+    return names
+
+
+def parameters_of_source(source: str) -> dict[str, str]:
+    """Top-level assignments of one cell: ``{"epochs": "None", ...}``."""
+    names: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value is not None else [])
+        for target in targets:
+            if isinstance(target, ast.Name):
+                names[target.id] = ast.get_source_segment(source, node.value) or ""
     return names
 
 

@@ -5,6 +5,8 @@ Rules for every ``notebooks/NN_<paper>_<topic>.ipynb`` in git:
   in git (what a commit would record), so running a notebook in Jupyter and saving it does not fail the
   tests; outside a git checkout the file itself is checked;
 - exactly one cell tagged ``parameters``, and it sets ``profile = "mini"``;
+- papermill can read every parameter of that cell (``papermill --help-notebook`` lists them; an ``=`` inside
+  a comment, as in ``epochs = None  # None = default``, hides the line from it);
 - the name matches the runner's pattern, so ``python -m ood_utils.run`` and nbval see the same notebooks.
 
 Execution itself is nbval's job: ``python -m pytest`` collects ``notebooks/`` with ``--nbval-lax`` (see
@@ -60,9 +62,21 @@ def notebook_problems(path: Path) -> list[str]:
         problems.append(f"{len(tagged)} cells are tagged 'parameters'; exactly one must be")
     elif tagged[0].cell_type != "code":
         problems.append("the 'parameters' cell is not a code cell")
-    elif _assigned(tagged[0].source).get("profile") != "mini":
-        problems.append("the 'parameters' cell must set profile = \"mini\"")
+    else:
+        if _assigned(tagged[0].source).get("profile") != "mini":
+            problems.append("the 'parameters' cell must set profile = \"mini\"")
+        hidden = sorted(set(run.parameters_of_source(tagged[0].source)) - _papermill_names(tagged[0]))
+        if hidden:
+            problems.append(f"papermill cannot read parameter(s) {', '.join(hidden)} of the 'parameters' cell "
+                            "(an '=' inside a comment confuses it; reword the comment)")
     return problems
+
+
+def _papermill_names(cell) -> set[str]:
+    """The parameter names papermill's own parser finds (it reads the cell line by line with a regex)."""
+    from papermill.translators import PythonTranslator
+
+    return {parameter.name for parameter in PythonTranslator.inspect(cell)}
 
 
 def _assigned(source: str) -> dict[str, object]:
@@ -97,6 +111,9 @@ def test_rule_checker_catches_each_rule(tmp_path, fixtures_dir):
     for expected in ("name does not match", "cell 1 has outputs", "cell 1 has an execution count",
                      'profile = "mini"'):
         assert expected in problems
+    nb.cells[0].source = 'profile = "mini"\nepochs = None  # None = default'
+    nbformat.write(nb, str(path))
+    assert "papermill cannot read parameter(s) epochs" in "\n".join(notebook_problems(path))
     nb.cells[1].metadata["tags"] = ["parameters"]
     nbformat.write(nb, str(path))
     assert "2 cells are tagged 'parameters'" in "\n".join(notebook_problems(path))
