@@ -292,3 +292,53 @@ def test_real_entries_are_merged_and_missing_data_says_how_to_get_it(tmp_path, m
     with pytest.raises(ValueError, match="not a test or auxiliary set of 'mnist5k'"):
         data.get_dataset("svhn", "test", id_dataset="mnist5k")
     assert data.get_dataset("textures", "test").tensors[0].shape[1:] == (1, 28, 28)   # mini's by default
+
+
+@pytest.fixture
+def fake_real(monkeypatch):
+    """A stand-in for the real-data loaders with the same interface (torchvision's FakeData images)."""
+    import types
+    import torchvision
+
+    fake = types.SimpleNamespace(
+        DatasetNotFound=data.DatasetNotFound,
+        REAL_ID={"cifar10": dict(num_classes=10, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+                                 class_names=[f"c{i}" for i in range(10)]),
+                 "imagenet10": dict(num_classes=10, image_size=224, mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225), class_names=[f"c{i}" for i in range(10)])},
+        REAL_OOD={"svhn": "far", "textures": "far", "ssb_hard": "near", "tiny_images_300k": "aux"},
+        calls=[])
+
+    def load_real(name, split, transform, root=None):
+        fake.calls.append((name, split))
+        if name == "svhn":
+            raise data.DatasetNotFound("svhn is not downloaded: python -m data_prep --get svhn")
+        return torchvision.datasets.FakeData(20, image_size=(3, 40, 50), num_classes=10, transform=transform)
+
+    fake.load_real = load_real
+    monkeypatch.setattr(data, "_real", fake)
+    monkeypatch.setattr(data, "ID_DATASETS", data._build_id_registry())
+    ood, aux = data._build_ood_registry()
+    monkeypatch.setattr(data, "OOD_DATASETS", ood)
+    monkeypatch.setattr(data, "AUX_DATASETS", aux)
+    return fake
+
+
+def test_routing_to_real_loaders_uses_the_id_datasets_preprocessing(fake_real):
+    assert data.ID_DATASETS["cifar10"].source == "real" and data.ID_DATASETS["cifar10"].channels == 3
+    assert data.OOD_DATASETS["textures"].source == "embedded+real"
+    assert data.ood_sets("cifar10") == {"textures": "far", "svhn": "far"}
+    assert data.ood_sets("imagenet10") == {"textures": "far", "ssb_hard": "near"}
+    x, y = data.get_dataset("textures", "test", id_dataset="cifar10")[0]          # DTD for CIFAR
+    assert x.shape == (3, 32, 32) and y == -1
+    x, _ = data.get_dataset("textures", "test", id_dataset="imagenet10")[0]
+    assert x.shape == (3, 224, 224)
+    assert data.get_dataset("textures", "test").tensors[0].shape[1:] == (1, 28, 28)   # mini's by default
+    ds = data.get_dataset("tiny_images_300k", "train", id_dataset="cifar10", train_transform=True, max_n=5)
+    assert len(ds) == 5 and ds[0][1] == -1
+    assert 0 <= data.get_dataset("cifar10", "train", train_transform=True)[0][1] < 10
+    with pytest.raises(data.DatasetNotFound, match="data_prep --get svhn"):
+        data.get_dataset("svhn", "test", id_dataset="cifar10")
+    with pytest.raises(ValueError, match="not a test or auxiliary set of 'cifar10'"):
+        data.get_dataset("letters", "test", id_dataset="cifar10")
+    assert ("letters", "test") not in fake_real.calls
