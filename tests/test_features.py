@@ -118,3 +118,21 @@ def test_smoke_has_its_own_cache(fake_data, monkeypatch):
     assert cache_paths("mnist5k", "test", cfg, "base", None) != cache_paths("mnist5k", "test", smoke, "base", None)
     with pytest.raises(ValueError, match="plain name"):
         cache_paths("mnist5k", "test", cfg, "../x", None)
+
+
+def test_real_mini_benchmark_end_to_end(monkeypatch, tmp_path):
+    """The embedded benchmark through get_classifier and get_features (smoke mode: seconds)."""
+    from ood_utils import data, train
+
+    monkeypatch.setenv("OOD_KIT_SMOKE", "1")
+    monkeypatch.setenv("OOD_KIT_CACHE", str(tmp_path / "cache"))
+    cfg = profiles.resolve("mini", device="cpu")
+    model, info = train.get_classifier(cfg=cfg, progress=False)
+    assert info["source"] == "trained" and info["smoke"] and 0.0 <= info["test_accuracy"] <= 1.0
+    ood_name = next(iter(data.ood_sets(cfg.id_dataset)))
+    id_test = get_features(model, cfg.id_dataset, "test", cfg, "base", progress=False)
+    ood = get_features(model, ood_name, "test", cfg, "base", progress=False)
+    assert id_test.feats.shape[1] == 128 and (id_test.labels >= 0).all()
+    assert len(ood) <= cfg.max_eval and (ood.labels == -1).all()
+    W, b = head_weights(model)
+    np.testing.assert_allclose(ood.feats @ W.T + b, ood.logits, rtol=1e-4, atol=1e-4)
