@@ -186,7 +186,8 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
 
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
-    on CUDA. The model is left in eval mode. Returns the history: ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr", "seconds"}]}``.
+    on CUDA. The model is left in eval mode. Under ``accelerate launch`` on several GPUs the model that
+    ``loss_fn`` receives is the DDP wrapper: call it, or reach ``features``/``head`` via ``models.unwrap_model``. Returns the history: ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr", "seconds"}]}``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -202,6 +203,8 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     if acc is not None:
         model, opt, loader = acc.prepare(model, opt, loader)
     steps = len(loader)
+    if steps == 0:
+        raise ValueError("fit: the loader yields no batches (empty dataset, or drop_last with too few samples)")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and acc is None)
     recipe = {"epochs": epochs, "lr": float(lr), "weight_decay": float(weight_decay), "momentum": float(momentum),
