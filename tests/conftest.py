@@ -54,8 +54,12 @@ def pytest_unconfigure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Remember which notebooks nbval collected (before ``-k`` deselects any), for test_notebooks.py."""
-    _COLLECTED_NOTEBOOKS.update(item.path.name for item in items if item.path.suffix == ".ipynb")
+    """Mark nbval's cells ``notebook`` (``-m "not notebook"`` runs the unit tests alone) and remember which
+    notebooks nbval collected, before ``-k`` deselects any, for test_notebooks.py."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+            _COLLECTED_NOTEBOOKS.add(item.path.name)
 
 
 _COLLECTED_NOTEBOOKS: set[str] = set()

@@ -144,6 +144,7 @@ def test_every_notebook_is_executed_by_nbval(request, collected_notebooks):
     assert not missing, f"nbval did not collect {missing}; check testpaths in [tool.pytest.ini_options]"
 
 
+@pytest.mark.notebook
 def test_notebooks_find_the_repository_from_any_working_directory(tmp_path, fixtures_dir, monkeypatch):
     """A notebook run from an unrelated folder still reads and writes the kit's folders (paths are absolute)."""
     import papermill as pm

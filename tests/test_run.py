@@ -37,6 +37,7 @@ def _statuses(runs):
     return {r.name: r.status for r in runs}
 
 
+@pytest.mark.notebook
 def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir):
     folder = _notebooks(tmp_path, fixtures_dir, "10_steps", "00_hello")
     out = tmp_path / "runs"
@@ -82,6 +83,7 @@ def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir):
     assert _statuses(runs) == {"10_steps": "ok"}
 
 
+@pytest.mark.notebook
 def test_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, fixtures_dir, capsys):
     folder = _notebooks(tmp_path, fixtures_dir, "05_fails", "10_steps")
     out = tmp_path / "runs"
