@@ -53,8 +53,8 @@ class NotebookFailed(RuntimeError):
                  log: Path, runs: list["NotebookRun"]):
         self.name, self.cell_index, self.cell_line = name, cell_index, cell_line
         self.ename, self.evalue, self.log, self.runs = ename, evalue, log, runs
-        where = f"cell {cell_index} (counting from 0): {cell_line!r}" if cell_index is not None else "the kernel"
-        super().__init__(f"notebook {name} failed in {where}: {ename}: {evalue}\n  log: {log}")
+        where = f" in cell {cell_index} (counting from 0): {cell_line!r}" if cell_index is not None else ""
+        super().__init__(f"notebook {name} failed{where}: {ename}: {evalue}\n  log: {log}")
 
 
 @dataclass
@@ -294,7 +294,7 @@ def _failing_cell(output: Path, err: BaseException) -> tuple[int | None, str, st
     opening the notebook, found by reading the executed copy and skipping papermill's own cells.
     """
     ename = getattr(err, "ename", type(err).__name__)
-    evalue = str(getattr(err, "evalue", err)).strip().splitlines()[0] if str(err).strip() else ""
+    evalue = (str(getattr(err, "evalue", err)).strip().splitlines() or [""])[0]
     try:
         cells = [c for c in _read(output).cells
                  if not {"injected-parameters", "papermill-error-cell-tag"} & set(c.metadata.get("tags", []))]
@@ -315,7 +315,8 @@ def _execute(src: Path, output: Path, log: Path, params: dict, progress: bool, t
     log.write_text(f"# {src.name}  parameters={params}  started={_now()}\n")
     with open(log, "a") as f:  # append mode: the kernel process writes to the same file
         pm.execute_notebook(
-            str(src), str(output), parameters=params, kernel_name=KERNEL_NAME, cwd=str(src.parent),
+            str(src), str(output), parameters=params, kernel_name=KERNEL_NAME, language="python",
+            cwd=str(src.parent),
             progress_bar=progress, stdout_file=f, stderr_file=f, request_save_on_cell_execute=True,
             execution_timeout=timeout, kernel_manager_class=_kernel_manager_class(stderr=f),
         )
