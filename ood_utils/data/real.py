@@ -342,7 +342,13 @@ def _places365(folder, split, transform):
     return Relabelled(Places365(str(folder), split="test", small=True, transform=transform, download=False))
 
 
+# Sets whose archive holds more than the OOD images: NINCO also ships unit tests and subsamples of popular
+# datasets; its OOD test set is the 64 NINCO_OOD_classes folders.
+_IMAGE_SUBFOLDER = {"ninco": "NINCO/NINCO_OOD_classes"}
+
+
 def _image_files(folder, split, transform):
+    folder = folder / _IMAGE_SUBFOLDER.get(folder.name, "")
     files = list_images(folder)
     if not files:
         raise DatasetNotFound(f"no images under {folder}")
