@@ -30,6 +30,7 @@ then exactly log-MME whenever all factors exceed the floor, and non-positive fac
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from . import _numerics as nx
 from .base import Detector
@@ -62,8 +63,8 @@ class _NMEMixin:
 
     def log_nme_plus(self, d: np.ndarray) -> np.ndarray:
         """log NME+ = log sum_j exp((d_j - d_min) / T) (>= 0; never overflows)."""
-        x = (d - d.min(axis=1, keepdims=True)) / self.temperature
-        return np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1)) + x.max(axis=1)
+        x = torch.from_numpy((d - d.min(axis=1, keepdims=True)) / self.temperature)
+        return torch.logsumexp(x, dim=1).numpy()
 
 
 class NMEPlus(_NMEMixin, Detector):
@@ -161,10 +162,9 @@ class MME(_NMEMixin, Detector):
         self.dim_principal_ = _resolve(self.dim, vim_dim, d, "dim")
         u = -(np.linalg.pinv(W.astype(np.float64)) @ b.astype(np.float64))
         du = mean - u
-        vals, vecs = np.linalg.eigh((scatter + n * np.outer(du, du)) / n)
-        order = np.argsort(vals)[::-1]
         self.u_ = u.astype(np.float32)
-        self.NS_ = np.ascontiguousarray(vecs[:, order[self.dim_principal_:]], dtype=np.float32)
+        cov_u = (scatter + n * np.outer(du, du)) / n
+        self.NS_ = np.ascontiguousarray(nx.bottom_eigvecs(cov_u, d - self.dim_principal_), dtype=np.float32)
         self.alpha_ = float(logits.max(axis=1).astype(np.float64).mean() / self._vim_residual(feats).mean())
         # PCA: top-k principal directions of the training features
         self.k_ = _resolve(self.k, pca_k, d, "k")

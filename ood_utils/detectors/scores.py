@@ -9,6 +9,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.linalg
+import torch
 
 from . import _numerics as nx
 from .base import Detector
@@ -50,8 +52,8 @@ class MSP(Detector):
         pass
 
     def _score(self, feats, logits):
-        x = logits.astype(np.float64) / self.temperature
-        return np.exp(x.max(axis=1) - nx.logsumexp(x))
+        inv_t = 1.0 / self.temperature
+        return np.exp(logits.max(axis=1).astype(np.float64) * inv_t - nx.logsumexp(logits, inv_t))
 
 
 class MLS(Detector):
@@ -78,7 +80,7 @@ class Energy(Detector):
         pass
 
     def _score(self, feats, logits):
-        return self.temperature * nx.logsumexp(logits.astype(np.float64) / self.temperature)
+        return self.temperature * nx.logsumexp(logits, 1.0 / self.temperature)
 
 
 class KLMatching(Detector):
@@ -92,8 +94,8 @@ class KLMatching(Detector):
         c = logits.shape[1]
         sums = np.zeros((c, c), dtype=np.float64)
         counts = np.zeros(c, dtype=np.float64)
-        for s in nx.row_blocks(logits.shape[0], 2 * c):
-            p = np.exp(nx.log_softmax(logits[s]))
+        for s in nx.row_blocks(logits.shape[0], 4 * c):
+            p = torch.softmax(nx.t(logits[s]).double(), dim=1).numpy()
             pred = p.argmax(axis=1)
             np.add.at(sums, pred, p)
             counts += np.bincount(pred, minlength=c)
@@ -103,12 +105,13 @@ class KLMatching(Detector):
 
     def _score(self, feats, logits):
         out = np.empty(logits.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(logits.shape[0], 2 * logits.shape[1]):
-            logp = nx.log_softmax(logits[s])
-            p = np.exp(logp)
-            neg_entropy = np.where(p > 0, p * logp, 0.0).sum(axis=1)
-            kl = neg_entropy[:, None] - p @ self.log_templates_.T
-            out[s] = -kl.min(axis=1)
+        log_d = nx.t(self.log_templates_.T.copy())
+        for s in nx.row_blocks(logits.shape[0], 4 * logits.shape[1]):
+            logp = torch.log_softmax(nx.t(logits[s]).double(), dim=1)
+            p = logp.exp()
+            neg_entropy = torch.where(p > 0, p * logp, 0.0).sum(dim=1)  # sum p log p, with 0 log 0 = 0
+            kl = neg_entropy[:, None] - p @ log_d
+            out[s] = -kl.min(dim=1).values.numpy()
         return out
 
 
@@ -126,11 +129,11 @@ class GEN(Detector):
     def _score(self, feats, logits):
         m = min(int(self.M), logits.shape[1])
         out = np.empty(logits.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(logits.shape[0], 2 * logits.shape[1]):
-            p = np.exp(nx.log_softmax(logits[s]))
+        for s in nx.row_blocks(logits.shape[0], 4 * logits.shape[1]):
+            p = torch.softmax(nx.t(logits[s]).double(), dim=1)
             if m < p.shape[1]:
-                p = np.partition(p, p.shape[1] - m, axis=1)[:, -m:]
-            out[s] = -(p ** self.gamma * (1.0 - p) ** self.gamma).sum(axis=1)
+                p = torch.topk(p, m, dim=1, sorted=False).values
+            out[s] = -(p.pow(self.gamma) * (1.0 - p).pow(self.gamma)).sum(dim=1).numpy()
         return out
 
 
@@ -152,12 +155,11 @@ class Mahalanobis(Detector):
         mean, scatter, class_means, counts = nx.mean_and_scatter(feats, labels, c)
         present = counts > 0
         dm = class_means[present] - mean
-        within = scatter - (dm * counts[present, None]).T @ dm
-        vals, vecs = np.linalg.eigh(within / n)
-        keep = vals > vals.max() * max(within.shape) * np.finfo(np.float64).eps  # pinvh cut-off
-        self.whiten_ = (vecs[:, keep] / np.sqrt(vals[keep])).astype(np.float32)
+        cov = (scatter - (dm * counts[present, None]).T @ dm) / n
+        whiten = whitening_matrix(cov)
+        self.whiten_ = whiten.astype(np.float32)
         self.mean_ = mean.astype(np.float32)
-        self.white_means_ = ((class_means[present] - mean) @ (vecs[:, keep] / np.sqrt(vals[keep]))).astype(np.float32)
+        self.white_means_ = (dm @ whiten).astype(np.float32)
         self.white_means_sq_ = (self.white_means_.astype(np.float64) ** 2).sum(axis=1)
 
     def _score(self, feats, logits):
@@ -169,6 +171,22 @@ class Mahalanobis(Detector):
             d2 = a_sq[:, None] + self.white_means_sq_[None, :] - 2.0 * cross
             out[s] = -np.maximum(d2, 0.0).min(axis=1)
         return out
+
+
+def whitening_matrix(cov: np.ndarray) -> np.ndarray:
+    """A matrix M with M M^T = pinv(cov), so that (z - mu)^T pinv(cov) (z - mu) = ||(z - mu) M||^2.
+
+    Positive definite cov: M = L^-T from the Cholesky factor cov = L L^T (cheap). Singular cov (e.g. fewer
+    samples than dimensions): eigenvectors scaled by 1/sqrt(eigenvalue) over the non-null eigenvalues,
+    with the pseudo-inverse cut-off of sklearn's EmpiricalCovariance (pinvh)."""
+    try:
+        chol = np.linalg.cholesky(cov)
+        inv_l = scipy.linalg.solve_triangular(chol, np.eye(cov.shape[0]), lower=True)
+        return inv_l.T
+    except np.linalg.LinAlgError:
+        vals, vecs = np.linalg.eigh(cov)
+        keep = vals > vals.max() * cov.shape[0] * np.finfo(np.float64).eps
+        return vecs[:, keep] / np.sqrt(vals[keep])
 
 
 class ViM(Detector):
@@ -187,9 +205,7 @@ class ViM(Detector):
         mean, scatter = nx.mean_and_scatter(feats)
         du = mean - self.u_
         cov_u = (scatter + n * np.outer(du, du)) / n
-        vals, vecs = np.linalg.eigh(cov_u)
-        order = np.argsort(vals)[::-1]
-        self.NS_ = np.ascontiguousarray(vecs[:, order[self.dim_principal_:]], dtype=np.float32)
+        self.NS_ = np.ascontiguousarray(nx.bottom_eigvecs(cov_u, d - self.dim_principal_), dtype=np.float32)
         residual = self.residual_norm(feats)
         self.alpha_ = float(logits.max(axis=1).astype(np.float64).mean() / residual.mean())
 
