@@ -187,7 +187,9 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
     on CUDA. The model is left in eval mode. Under ``accelerate launch`` on several GPUs the model that
-    ``loss_fn`` receives is the DDP wrapper: call it, or reach ``features``/``head`` via ``models.unwrap_model``. Returns the history: ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr", "seconds"}]}``.
+    ``loss_fn`` receives is the DDP wrapper: call it, or reach ``features``/``head`` via
+    ``models.unwrap_model``. Returns ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr",
+    "seconds"}]}``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
