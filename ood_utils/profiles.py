@@ -49,8 +49,8 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 # What smoke mode shrinks (only values not set explicitly): key -> cap.
 SMOKE_CAPS: dict[str, Any] = {
-    "epochs": 1,
-    "max_train": 512,
+    "epochs": 2,
+    "max_train": 1024,
     "max_eval": 128,
 }
 
