@@ -54,7 +54,7 @@ def test_defaults_and_none_means_default(no_smoke):
 def test_smoke_caps_only_what_was_not_set(monkeypatch):
     monkeypatch.setenv(profiles.SMOKE_ENV, "1")
     cfg = resolve("paper")
-    assert cfg.smoke and cfg.epochs == 1 and cfg.max_train == profiles.SMOKE_CAPS["max_train"]
+    assert cfg.smoke and cfg.epochs == profiles.SMOKE_CAPS["epochs"] and cfg.max_train == profiles.SMOKE_CAPS["max_train"]
     assert resolve("paper", epochs=3).epochs == 3  # an explicit override (papermill -p) wins
 
 
