@@ -1,0 +1,731 @@
+"""Everything the MME notebooks compute (Rakotoarivony, *Multi-Method Ensemble for OOD Detection*, BMVC 2025).
+
+The notebooks tell the story; this module does the work, one function per claim of the paper:
+
+- :func:`load_benchmark`: the base classifier, its head (W, b) and the features of ID train / ID test /
+  every OOD test set (all cached).
+- Assumption 1 (Cov_in(S1, S2) >= Cov_out(S1, S2)): :func:`score_covariances` (Table 4) and
+  :func:`consistency_ratios` (the CO ratio table of Fig. 2).
+- Hypothesis 1 (a truncation g helps a scoring function S): :func:`truncation_grid` (Fig. 3).
+- Proposition 1 (V(S1 ... Sn) >= max_i V(S_i)): :func:`separability`, :func:`mme_factor_values`,
+  :func:`proposition1_check`.
+- Tables 1-3, 5, 6, Fig. 5 and Fig. 1: :func:`evaluate_detectors`, :func:`mme_ablation`,
+  :func:`truncation_variants`, :func:`extra_scores`, :func:`sensitivity`, :func:`near_far_summary`;
+  :func:`to_records` turns any of them into result records.
+
+MME (eq. 7) is rebuilt here from its five detectors (:class:`MMEParts`), so that a factor can be dropped
+(Table 3), fed a different truncation (Table 5) or joined by another score (Table 6). The product is
+evaluated as a sum of logs exactly as ``detectors.MME`` does (``tests/test_mme_analysis.py`` checks that
+both give the same scores). Scores are "higher = more ID" throughout; metric values are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .detectors import DETECTORS, PRESETS, get_detector, get_truncation
+from .detectors._numerics import logsumexp, signed_log1p_from_log
+
+PAPER = "MME"
+
+#: Table 4: the six scoring functions whose pairwise covariances the paper reports
+TABLE4_SCORES = ("mls", "energy", "vim", "gen", "nnguide", "fdbd")
+#: Fig. 3: eight scoring functions (NME+ included: the paper uses it to argue it needs no truncation) ...
+FIG3_SCORES = ("energy", "gen", "mahalanobis", "vim", "pca", "nnguide", "fdbd", "nme")
+#: ... times these feature truncations (None = the raw features, "Base" in the paper)
+FIG3_TRUNCATIONS = (None, "react", "dice", "ash", "scale", "vra_clip")
+#: Table 1 (CIFAR averages) and Table 2 (ImageNet-1K, the 16 baselines and MME)
+TABLE1_METHODS = ("msp", "mls", "vim", "ash", "gen", "scale", "vra", "fdbd", "mme")
+TABLE2_METHODS = ("msp", "mls", "energy", "react", "mahalanobis", "kl", "vim", "dice", "ash", "she", "gen",
+                  "pca", "nnguide", "scale", "vra", "fdbd", "mme")
+#: Table 6: scores the paper tried adding to MME
+TABLE6_EXTRAS = ("gen", "nnguide", "she")
+#: Fig. 5 grids
+LAMBDAS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+TEMPERATURES = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+#: detector name -> name printed in the paper's tables
+PAPER_NAMES = {
+    "msp": "MSP", "mls": "MLS", "energy": "Energy", "react": "ReAct", "mahalanobis": "Maha", "kl": "KL",
+    "vim": "ViM", "dice": "DICE", "ash": "ASH-S", "she": "SHE", "gen": "GEN", "pca": "PCA",
+    "nnguide": "NNGuide", "scale": "SCALE", "vra": "VRA", "vra_clip": "VRA", "fdbd": "fDBD", "knn": "KNN",
+    "nme": "NME+", "co": "CO+", "nme_co": "NME+ + CO+", "mme": "MME",
+}
+#: Fig. 1 colour code: which information source a detector uses
+FAMILIES = {
+    "msp": "probability", "kl": "probability", "gen": "probability",
+    "mls": "logit", "energy": "logit", "react": "logit", "dice": "logit", "ash": "logit", "scale": "logit",
+    "vra": "logit",
+    "mahalanobis": "feature", "knn": "feature", "she": "feature", "nme": "feature",
+    "vim": "multiple", "pca": "multiple", "nnguide": "multiple", "fdbd": "multiple", "nme_co": "multiple",
+    "mme": "multiple",
+}
+#: the paper's dataset names as the kit spells them (real sets already use these names)
+DATASET_NAMES = {"dtd": "textures"}
+#: where each factor of eq. (7) reads its features: SCALE for the energy, VRA for ViM / fDBD / PCA, raw for NME+
+MME_TRUNCATIONS = {"energy": "scale", "vim": "vra_clip", "fdbd": "vra_clip", "pca": "vra_clip", "nme": None}
+MME_FACTORS = ("energy", "vim", "fdbd", "pca", "nme", "co")
+#: the five positive factors of eq. (7) as Proposition 1 sees them
+FACTOR_TITLES = {"exp": "exp(SCALE - ViM)", "fdbd": "fDBD(VRA)", "pca": "1 - r (PCA, VRA)", "co": "CO+",
+                 "nme": "NME+"}
+
+
+# --------------------------------------------------------------------------------------------- benchmark
+@dataclass
+class Benchmark:
+    """Features of one classifier on one ID dataset and its OOD sets (``Features(feats, logits, labels)``)."""
+
+    train: object
+    test: object
+    ood: dict
+    groups: dict
+    W: np.ndarray
+    b: np.ndarray
+    info: dict = field(default_factory=dict)
+    preset: str = "cifar"
+    id_dataset: str = ""
+
+    def near(self) -> list[str]:
+        return [n for n in self.ood if self.groups[n] == "near"]
+
+    def far(self) -> list[str]:
+        return [n for n in self.ood if self.groups[n] == "far"]
+
+
+def default_preset(cfg) -> str:
+    """The detectors' hyperparameters: the explicit ``preset`` parameter, else the paper's setting for the
+    ID dataset ("imagenet" for ImageNet, "cifar" for everything smaller, ``mini`` included)."""
+    if "preset" in getattr(cfg, "overridden", ()):
+        return cfg.preset
+    return "imagenet" if str(cfg.id_dataset).startswith("imagenet") else "cifar"
+
+
+def load_benchmark(cfg, tag: str = "base", progress: bool = True) -> Benchmark:
+    """get_classifier + head_weights + features of ID train, ID test and every OOD set of ``cfg.id_dataset``
+    (``cfg.ood_sets`` narrows the list). Everything is cached: a second call takes seconds."""
+    from . import data, features, models, train
+
+    groups = data.ood_sets(cfg.id_dataset)
+    if cfg.ood_sets:
+        unknown = [n for n in cfg.ood_sets if n not in groups]
+        if unknown:
+            raise ValueError(f"unknown OOD set(s) {unknown} for {cfg.id_dataset}; valid: {', '.join(groups)}")
+        groups = {n: groups[n] for n in cfg.ood_sets}
+    model, info = train.get_classifier(cfg.profile, cfg=cfg, progress=progress)
+    W, b = models.head_weights(model)
+
+    def feats(name, split):
+        return features.get_features(model, name, split, cfg, tag, progress=progress)
+
+    return Benchmark(train=feats(cfg.id_dataset, "train"), test=feats(cfg.id_dataset, "test"),
+                     ood={n: feats(n, "test") for n in groups}, groups=dict(groups), W=W, b=b, info=dict(info),
+                     preset=default_preset(cfg), id_dataset=cfg.id_dataset)
+
+
+def fit_detector(bench: Benchmark, name: str, preset: str | None = None, truncation=None, **hparams):
+    """``get_detector(name, preset, truncation, **hparams)`` fitted on the benchmark's ID training features."""
+    det = get_detector(name, preset=preset or bench.preset, truncation=truncation, **hparams)
+    return det.fit(bench.train.feats, bench.train.logits, bench.train.labels, bench.W, bench.b)
+
+
+def score_sets(bench: Benchmark, score_fn) -> dict[str, np.ndarray]:
+    """``{"id": score_fn(test), ood_name: score_fn(ood), ...}`` for ``score_fn(feats, logits)``."""
+    out = {"id": np.asarray(score_fn(bench.test.feats, bench.test.logits), dtype=np.float64)}
+    for name, f in bench.ood.items():
+        out[name] = np.asarray(score_fn(f.feats, f.logits), dtype=np.float64)
+    return out
+
+
+def detector_scores(bench: Benchmark, name: str, truncation: str | None = None, preset: str | None = None,
+                    **hparams) -> dict[str, np.ndarray]:
+    """Scores of one detector on every set, optionally on truncated features g(z) (Hypothesis 1).
+
+    Scoring functions take the truncation through ``get_detector(..., truncation=)``. Others (NME+) are
+    fitted on the raw features and scored on ``g(z)`` and its logits, which is what the registry does too."""
+    preset = preset or bench.preset
+    if truncation is None or DETECTORS[name].kind == "score":
+        det = fit_detector(bench, name, preset, truncation, **hparams)
+        return score_sets(bench, det.score)
+    det = fit_detector(bench, name, preset, **hparams)
+    trunc = get_truncation(truncation, preset=preset).fit(bench.train.feats, bench.W, bench.b)
+
+    def score(feats, logits):
+        gz = trunc.transform(feats)
+        return det.score(gz, trunc.logits(feats, gz))
+
+    return score_sets(bench, score)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def evaluate_scores(method: str, scores: dict[str, np.ndarray], groups: dict[str, str], **extra) -> list[dict]:
+    """Tidy rows (method, dataset, group, auroc, fpr95, ...) per OOD set, plus their plain mean ("average",
+    as the paper's tables average over the OOD sets). ID is the positive class (higher score = more ID)."""
+    from . import metrics
+
+    rows = []
+    for name, group in groups.items():
+        m = metrics.evaluate(scores["id"], scores[name])
+        rows.append({"method": method, "dataset": name, "group": group, "auroc": float(m["auroc"]),
+                     "fpr95": float(m["fpr95"]), **extra})
+    rows.append({"method": method, "dataset": "average", "group": "all",
+                 "auroc": float(np.mean([r["auroc"] for r in rows])),
+                 "fpr95": float(np.mean([r["fpr95"] for r in rows])), **extra})
+    return rows
+
+
+def evaluate_detectors(bench: Benchmark, names=TABLE2_METHODS, preset: str | None = None) -> pd.DataFrame:
+    """Tables 1-2: AUROC and FPR95 of each detector (registry defaults + ``preset``) per OOD set and averaged."""
+    rows = []
+    for name in names:
+        rows += evaluate_scores(name, detector_scores(bench, name, preset=preset), bench.groups)
+    return pd.DataFrame(rows)
+
+
+def average_table(rows: pd.DataFrame, index: str = "method") -> pd.DataFrame:
+    """One line per ``index`` value: the average AUROC / FPR95 columns, in the order the rows came."""
+    avg = rows[rows["dataset"] == "average"].set_index(index)[["auroc", "fpr95"]]
+    return avg.loc[list(dict.fromkeys(rows[index]))]
+
+
+def wide_table(rows: pd.DataFrame, metric: str = "auroc", index: str = "method") -> pd.DataFrame:
+    """``index`` x dataset matrix of one metric (the shape of the paper's per-dataset tables)."""
+    order = list(dict.fromkeys(rows["dataset"]))
+    wide = rows.pivot_table(index=index, columns="dataset", values=metric, sort=False)
+    return wide[order].loc[list(dict.fromkeys(rows[index]))]
+
+
+# --------------------------------------------------------------------------------------- Assumption 1
+def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None = None) -> pd.DataFrame:
+    """Assumption 1: Cov_in(S1, S2) >= Cov_out(S1, S2) for every pair of ``scores`` (Table 4).
+
+    One row per (pair, OOD set): ``cov_id`` on the ID test set, ``cov_ood`` on that OOD set (sample
+    covariance of the raw scores), ``holds`` = cov_id >= cov_ood, and ``rel_gap`` = (cov_id - cov_ood) /
+    |cov_id| (a unit-free size of the gap for plots). The paper's table averages cov_ood over the OOD sets:
+    :func:`covariance_table`."""
+    values = {s: detector_scores(bench, s, preset=preset) for s in scores}
+    return covariance_rows(values, bench.groups)
+
+
+def covariance_rows(values: dict[str, dict[str, np.ndarray]], groups: dict[str, str]) -> pd.DataFrame:
+    """The rows of :func:`score_covariances` from precomputed scores ``{score: {"id": ..., set: ...}}``."""
+    rows = []
+    for a, b in itertools.combinations(values, 2):
+        cov_id = float(np.cov(values[a]["id"], values[b]["id"])[0, 1])
+        for name, group in groups.items():
+            cov_ood = float(np.cov(values[a][name], values[b][name])[0, 1])
+            rows.append({"score_a": a, "score_b": b, "dataset": name, "group": group, "cov_id": cov_id,
+                         "cov_ood": cov_ood, "holds": cov_id >= cov_ood,
+                         "rel_gap": (cov_id - cov_ood) / max(abs(cov_id), 1e-12)})
+    return pd.DataFrame(rows)
+
+
+def covariance_table(cov: pd.DataFrame) -> pd.DataFrame:
+    """Table 4 layout: a symmetric score x score table whose cells read "Cov_in / mean Cov_out"."""
+    mean = cov.groupby(["score_a", "score_b"], sort=False)[["cov_id", "cov_ood"]].mean()
+    names = list(dict.fromkeys(list(cov["score_a"]) + list(cov["score_b"])))
+    titles = [PAPER_NAMES.get(n, n) for n in names]
+    table = pd.DataFrame("", index=titles, columns=titles)
+    for (a, b), r in mean.iterrows():
+        cell = f"{r.cov_id:.3g} / {r.cov_ood:.3g}"
+        table.loc[PAPER_NAMES.get(a, a), PAPER_NAMES.get(b, b)] = cell
+        table.loc[PAPER_NAMES.get(b, b), PAPER_NAMES.get(a, a)] = cell
+    return table
+
+
+def consistency_ratios(bench: Benchmark, preset: str | None = None) -> pd.DataFrame:
+    """The CO consistency ratio (eq. 4, Fig. 2 table): the fraction of samples whose predicted class agrees
+    between the logits and the nearest class mean of the normalised features (NME). ``co_scale`` uses the
+    SCALE logits' argmax, as CO+ inside MME does; ``co_mls`` the raw logits' argmax (MLS), as eq. (4) reads.
+    Assumption 1 predicts a higher ratio on ID than on OOD data."""
+    co = fit_detector(bench, "co", preset)
+    scale = _fitted_truncation(bench, "scale", percentile=DETECTORS["mme"].defaults["scale_percentile"])
+    sets = {"id": (bench.id_dataset or "ID", "ID", bench.test), **{n: (n, g, bench.ood[n]) for n, g in bench.groups.items()}}
+    rows = []
+    for name, group, f in sets.values():
+        agree_scale = co.agreement(f.feats, scale.logits_from_raw(f.feats, f.logits))
+        agree_mls = co.agreement(f.feats, f.logits)
+        rows.append({"dataset": name, "group": group, "n": len(f.labels),
+                     "co_scale": float(agree_scale.mean()), "co_mls": float(agree_mls.mean())})
+    return pd.DataFrame(rows)
+
+
+def _fitted_truncation(bench: Benchmark, name: str, preset: str | None = None, **hparams):
+    return get_truncation(name, preset=preset, **hparams).fit(bench.train.feats, bench.W, bench.b)
+
+
+# --------------------------------------------------------------------------------------- Hypothesis 1
+def truncation_grid(bench: Benchmark, scores=FIG3_SCORES, truncations=FIG3_TRUNCATIONS,
+                    preset: str | None = None) -> pd.DataFrame:
+    """Hypothesis 1 (Fig. 3): AUROC of every scoring function S on truncated features g(z), per OOD set and
+    averaged (dataset "average"). ``truncation`` "none" is the raw feature. ``gain`` = AUROC(S(g(z))) -
+    AUROC(S(z)) on the same set: Hypothesis 1 predicts gain >= 0."""
+    rows = []
+    for s in scores:
+        base = None
+        for t in truncations:
+            label = t or "none"
+            r = evaluate_scores(s, detector_scores(bench, s, t, preset), bench.groups, truncation=label)
+            base = base or {x["dataset"]: x["auroc"] for x in r}
+            for x in r:
+                x["gain"] = x["auroc"] - base[x["dataset"]]
+            rows += r
+    return pd.DataFrame(rows)
+
+
+def grid_matrix(grid: pd.DataFrame, value: str = "auroc", dataset: str = "average") -> pd.DataFrame:
+    """Scoring function x truncation matrix of ``value`` on one dataset (default: the average), for heatmaps."""
+    sub = grid[grid["dataset"] == dataset]
+    return sub.pivot_table(index="method", columns="truncation", values=value, sort=False)
+
+
+# ------------------------------------------------------------------------------------- the MME factors
+class MMEParts:
+    """The detectors inside MME (eq. 7), fitted once on the ID training features:
+
+        MME(x) = exp(SCALE(x) - ViM(VRA(x))) * fDBD(VRA(x)) * PCA(VRA(x)) * CO+(x) * NME+(x)
+
+    Each factor's log is computed separately (:meth:`log_factors`), on the truncation of ``MME_TRUNCATIONS``
+    or one given per factor; :meth:`combine` adds the logs back (sign-aware, as ``detectors.MME`` does in its
+    default ``log_mode="signed"``). Hyperparameters: ``detectors.MME``'s defaults, its ``preset``, then
+    ``hparams``."""
+
+    def __init__(self, bench: Benchmark, preset: str | None = None, **hparams):
+        preset = preset or bench.preset
+        self.bench, self.preset = bench, preset
+        self.h = {**DETECTORS["mme"].defaults, **PRESETS.get(preset, {}).get("mme", {}), **hparams}
+        self.truncations = {
+            None: None,
+            "scale": _fitted_truncation(bench, "scale", percentile=self.h["scale_percentile"]),
+            "vra_clip": _fitted_truncation(bench, "vra_clip", lower=self.h["vra_lower"], upper=self.h["vra_upper"]),
+        }
+        self.vim = fit_detector(bench, "vim", preset, dim=self.h["dim"])
+        self.fdbd = fit_detector(bench, "fdbd", preset)
+        self.pca = fit_detector(bench, "pca", preset, k=self.h["k"])
+        self._fit_nme_co()
+
+    def _fit_nme_co(self):
+        self.nme = fit_detector(self.bench, "nme", self.preset, temperature=self.h["temperature"])
+        self.co = fit_detector(self.bench, "co", self.preset, co_weight=self.h["co_weight"])
+
+    def retuned(self, **hparams) -> "MMEParts":
+        """A copy with other NME+ / CO+ hyperparameters (``temperature``, ``co_weight``); the costly parts
+        (ViM, PCA, truncations) are shared, not refitted (Fig. 5 sweeps)."""
+        unknown = sorted(set(hparams) - {"temperature", "co_weight"})
+        if unknown:
+            raise ValueError(f"retuned() changes temperature and co_weight only, got {unknown}")
+        out = copy.copy(self)
+        out.h = {**self.h, **hparams}
+        out._fit_nme_co()
+        return out
+
+    def inputs(self, truncation: str | None, feats: np.ndarray, logits: np.ndarray):
+        """(g(z), logits of g(z)) for the truncation g (None = raw)."""
+        if truncation not in self.truncations:
+            raise ValueError(f"unknown truncation {truncation!r} for an MME factor; valid: "
+                             f"{', '.join(str(t) for t in self.truncations)}")
+        t = self.truncations[truncation]
+        if t is None:
+            return feats, logits
+        gz = t.transform(feats)
+        return gz, (t.logits_from_raw(feats, logits) if truncation == "scale" else t.logits(feats, gz))
+
+    def log_factors(self, feats, logits, truncations: dict | None = None) -> dict[str, tuple]:
+        """``{factor: (log|factor|, sign)}`` for energy, vim, fdbd, pca, nme, co (see ``MME_FACTORS``).
+
+        energy: E(l_g) = logsumexp of the logits of g(z)        (the exp(...) factor, first half)
+        vim:    -alpha ||(g(z) - u) NS||, ViM's virtual logit     (the exp(...) factor, second half)
+        fdbd:   log fDBD(g(z));  pca: log |1 - r(g(z))|          (either can be <= 0: sign kept)
+        nme:    log NME+(g(z));  co: log lambda where argmax SCALE logits == argmin NME distance, else 0"""
+        tr = {**MME_TRUNCATIONS, **(truncations or {})}
+        one = np.ones(len(feats))
+        out = {}
+        gz, gl = self.inputs(tr["energy"], feats, logits)
+        out["energy"] = (logsumexp(np.asarray(gl)), one)
+        gz, _ = self.inputs(tr["vim"], feats, logits)
+        out["vim"] = (-self.vim.alpha_ * self.vim.residual_norm(gz), one)
+        gz, gl = self.inputs(tr["fdbd"], feats, logits)
+        fd = self.fdbd.score(gz, gl)
+        out["fdbd"] = (_log_abs(fd), np.sign(fd))
+        gz, _ = self.inputs(tr["pca"], feats, logits)
+        omr = self.pca.one_minus_r(gz)
+        out["pca"] = (_log_abs(omr), np.sign(omr))
+        gz, gl = self.inputs(tr["nme"], feats, logits)
+        out["nme"] = (self.nme.score(gz, gl), one)
+        _, scale_logits = self.inputs("scale", feats, logits)
+        agree = self.co.agreement(feats, scale_logits)
+        out["co"] = (np.where(agree, np.log(float(self.h["co_weight"])), 0.0), one)
+        return out
+
+    @staticmethod
+    def combine(factors: dict[str, tuple], drop=()) -> np.ndarray:
+        """sign(prod) * log(1 + |prod|) of the product of the factors not in ``drop``: finite, and ordered
+        exactly as the product itself (``detectors.MME``'s signed log mode)."""
+        unknown = sorted(set(drop) - set(factors))
+        if unknown:
+            raise ValueError(f"cannot drop {unknown}; factors: {', '.join(factors)}")
+        keep = [k for k in factors if k not in drop]
+        if not keep:
+            raise ValueError("at least one factor must remain")
+        log_abs = sum(factors[k][0] for k in keep)
+        sign = np.prod([factors[k][1] for k in keep], axis=0)
+        return signed_log1p_from_log(log_abs, sign)
+
+    def scores(self, truncations: dict | None = None, drop=(), extra=None) -> dict[str, np.ndarray]:
+        """MME scores on every set; ``extra(feats, logits) -> (log|f|, sign)`` multiplies in one more factor."""
+        def score(feats, logits):
+            f = self.log_factors(feats, logits, truncations)
+            if extra is not None:
+                f["extra"] = extra(feats, logits)
+            return self.combine(f, drop)
+
+        return score_sets(self.bench, score)
+
+
+def _log_abs(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):  # log 0 = -inf: the product is 0, combine() maps it to 0
+        return np.log(np.abs(x))
+
+
+def positive_factor(train_scores: np.ndarray):
+    """How an extra score S becomes a factor of the product (Table 6): S itself when it is positive on every
+    training sample (NNGuide, SHE on ReLU features), otherwise exp(S) (GEN is <= 0), the device eq. (7)
+    uses for SCALE - ViM. Returns ``f(scores) -> (log|factor|, sign)``."""
+    if np.min(train_scores) > 0:
+        return lambda s: (_log_abs(s), np.sign(s))
+    return lambda s: (np.asarray(s, dtype=np.float64), np.ones(len(s)))
+
+
+# ------------------------------------------------------------------------------------------ Tables 3-6
+def mme_ablation(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None) -> pd.DataFrame:
+    """Table 3: NME+ alone, NME+ + CO+ and MME (the paper's rows), then MME with one factor left out at a
+    time (the kit's addition: which factor carries the ensemble on this benchmark)."""
+    parts = parts or MMEParts(bench, preset)
+    rows = []
+    for name in ("nme", "nme_co", "mme"):
+        rows += evaluate_scores(PAPER_NAMES[name], detector_scores(bench, name, preset=preset), bench.groups)
+    leave_out = {"ViM": ("vim",), "fDBD": ("fdbd",), "PCA": ("pca",), "NME+": ("nme",), "CO+": ("co",),
+                 "NME+ and CO+": ("nme", "co")}
+    for title, drop in leave_out.items():
+        rows += evaluate_scores(f"MME w/o {title}", parts.scores(drop=drop), bench.groups)
+    return pd.DataFrame(rows)
+
+
+#: Table 5's rows: (component, its truncation in that row); "baseline" = eq. (7) as published
+TABLE5_VARIANTS = (("energy", None), ("energy", "vra_clip"), ("vim", None), ("vim", "scale"),
+                   ("fdbd", None), ("fdbd", "scale"), ("pca", None), ("pca", "scale"),
+                   ("nme", "scale"), ("nme", "vra_clip"), ("baseline", None))
+TRUNCATION_TITLES = {None: "Base", "scale": "SCALE", "vra_clip": "VRA", "react": "ReAct", "dice": "DICE",
+                     "ash": "ASH-S", "vra": "VRA-P", "none": "Base"}
+COMPONENT_TITLES = {"energy": "Energy", "vim": "ViM", "fdbd": "fDBD", "pca": "PCA", "nme": "NME+",
+                    "baseline": "Baseline"}
+
+
+def truncation_variants(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
+                        variants=TABLE5_VARIANTS) -> pd.DataFrame:
+    """Table 5: MME with the truncation feeding one component swapped (e.g. ViM on SCALE instead of VRA).
+    Columns ``component`` and ``truncation`` name the row as the paper prints it."""
+    parts = parts or MMEParts(bench, preset)
+    rows = []
+    for component, trunc in variants:
+        swap = {} if component == "baseline" else {component: trunc}
+        title = COMPONENT_TITLES[component]
+        label = f"{title} ({TRUNCATION_TITLES[trunc]})" if component != "baseline" else "MME"
+        rows += evaluate_scores(label, parts.scores(truncations=swap), bench.groups, component=title,
+                                truncation="default" if component == "baseline" else TRUNCATION_TITLES[trunc])
+    return pd.DataFrame(rows)
+
+
+def extra_scores(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
+                 extras=TABLE6_EXTRAS) -> pd.DataFrame:
+    """Table 6: MME times one more scoring function (see :func:`positive_factor`); "MME" (the paper's
+    "empty set" row) last."""
+    parts = parts or MMEParts(bench, preset)
+    rows = []
+    for name in extras:
+        det = fit_detector(bench, name, preset)
+        factor = positive_factor(det.score(bench.train.feats, bench.train.logits))
+        rows += evaluate_scores(f"MME + {PAPER_NAMES[name]}",
+                                parts.scores(extra=lambda f, l, d=det, g=factor: g(d.score(f, l))),
+                                bench.groups, added=PAPER_NAMES[name])
+    rows += evaluate_scores("MME", parts.scores(), bench.groups, added="none")
+    return pd.DataFrame(rows)
+
+
+def sensitivity(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
+                lambdas=LAMBDAS, temperatures=TEMPERATURES) -> pd.DataFrame:
+    """Fig. 5: MME's AUROC / FPR95 as lambda (CO+ weight) or T (NME+ temperature) varies, the other fixed at
+    the preset's value. Columns ``param`` ("lambda" or "T") and ``value``."""
+    parts = parts or MMEParts(bench, preset)
+    rows = []
+    for param, key, values in (("lambda", "co_weight", lambdas), ("T", "temperature", temperatures)):
+        for v in values:
+            tuned = parts.retuned(**{key: float(v)})
+            rows += evaluate_scores("MME", tuned.scores(), bench.groups, param=param, value=float(v))
+    return pd.DataFrame(rows)
+
+
+def near_far_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 1: per method, the mean AUROC / FPR95 over the near-OOD sets and over the far-OOD sets, with its
+    family (probability, logit, feature, multiple) and whether it is a feature truncation (triangles)."""
+    per_set = rows[rows["group"].isin(["near", "far"])]
+    out = per_set.groupby(["method", "group"], sort=False)[["auroc", "fpr95"]].mean().unstack("group")
+    out.columns = [f"{group}_{metric}" for metric, group in out.columns]
+    out = out.reset_index()
+    out["family"] = out["method"].map(FAMILIES).fillna("multiple")
+    out["truncation"] = out["method"].map(lambda m: DETECTORS[m].kind == "truncation" if m in DETECTORS else False)
+    out["title"] = out["method"].map(lambda m: PAPER_NAMES.get(m, m))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- Proposition 1
+def separability(s_in: np.ndarray, s_out: np.ndarray) -> float:
+    """V(S) = E_in[S(x)] - E_out[S(x)] (Section 3.1, after eq. 2): the paper's separability measure.
+    Not scale-free: V(c S) = c V(S)."""
+    return float(np.mean(s_in) - np.mean(s_out))
+
+
+def mme_factor_values(parts: MMEParts) -> dict[str, dict[str, np.ndarray]]:
+    """The five factors of eq. (7) as plain (float64) numbers on every set: ``{set: {factor: values}}`` with
+    factors "exp" = exp(SCALE - ViM), "fdbd", "pca" = 1 - r, "co" = CO+, "nme" = NME+ (see FACTOR_TITLES).
+    exp() of a very large argument is inf: that is reported by :func:`proposition1_check`, not hidden."""
+    def factors(feats, logits):
+        f = parts.log_factors(feats, logits)
+        with np.errstate(over="ignore"):
+            return {"exp": np.exp(f["energy"][0] + f["vim"][0]),
+                    "fdbd": f["fdbd"][1] * np.exp(f["fdbd"][0]), "pca": f["pca"][1] * np.exp(f["pca"][0]),
+                    "co": np.exp(f["co"][0]), "nme": np.exp(f["nme"][0])}
+
+    out = {"id": factors(parts.bench.test.feats, parts.bench.test.logits)}
+    for name, f in parts.bench.ood.items():
+        out[name] = factors(f.feats, f.logits)
+    return out
+
+
+def proposition1_check(values: dict[str, dict[str, np.ndarray]], groups: dict[str, str]) -> pd.DataFrame:
+    """Proposition 1, checked numerically: for every pair of factors (and for the product of all of them)
+    on every OOD set, is V(S1 S2) >= max(V(S1), V(S2))?
+
+    Columns: ``v_product``, ``v_max``, ``holds``; the premises of the proof, each True/False:
+    ``eq2`` (V(S_i) >= 0 for each factor, eq. 2), ``assumption1`` (Cov_in >= Cov_out, pairs only),
+    ``eout_ge1`` (E_out[S_i] >= 1, the proof's scaling step); and ``auroc_product`` vs ``auroc_max``
+    (``auroc_holds``), the scale-free version of the same claim. ``finite`` is False where a product
+    overflowed float64 (then ``holds`` is False)."""
+    from . import metrics
+
+    names = list(values["id"])
+    combos = [tuple(c) for c in itertools.combinations(names, 2)] + [tuple(names)]
+    rows = []
+    for ood, group in groups.items():
+        for combo in combos:
+            rows.append(_proposition_row(values, ood, group, combo, metrics))
+    return pd.DataFrame(rows)
+
+
+def _proposition_row(values, ood, group, combo, metrics) -> dict:
+    s_in = [values["id"][k] for k in combo]
+    s_out = [values[ood][k] for k in combo]
+    with np.errstate(over="ignore", invalid="ignore"):
+        p_in, p_out = np.prod(s_in, axis=0), np.prod(s_out, axis=0)
+        v_each = [separability(a, b) for a, b in zip(s_in, s_out)]
+        v_prod = separability(p_in, p_out)
+    finite = bool(np.isfinite(v_prod) and np.all(np.isfinite(v_each)))
+    auroc_each = [metrics.auroc(a, b) for a, b in zip(s_in, s_out)]
+    auroc_prod = metrics.auroc(np.nan_to_num(p_in, posinf=np.finfo(float).max),
+                               np.nan_to_num(p_out, posinf=np.finfo(float).max)) if finite else np.nan
+    pair = len(combo) == 2
+    cov_ok = (float(np.cov(*s_in)[0, 1]) >= float(np.cov(*s_out)[0, 1])) if pair and finite else np.nan
+    return {"dataset": ood, "group": group, "factors": " x ".join(combo), "n_factors": len(combo),
+            "v_product": v_prod, "v_max": max(v_each), "holds": finite and v_prod >= max(v_each),
+            "eq2": all(v >= 0 for v in v_each), "assumption1": cov_ok,
+            "eout_ge1": all(float(np.mean(s)) >= 1 for s in s_out), "finite": finite,
+            "auroc_product": auroc_prod, "auroc_max": max(auroc_each),
+            "auroc_holds": bool(finite and auroc_prod >= max(auroc_each))}
+
+
+# ------------------------------------------------------------------------------------------------ records
+def setting_name(cfg) -> str:
+    """The paper's name for the setting of ``cfg``: "CIFAR-10", "CIFAR-100", "BiT", "ViT"; otherwise the ID
+    dataset and architecture (e.g. "mnist5k / mnist_cnn" for ``mini``, which has no paper counterpart)."""
+    if cfg.id_dataset == "cifar10":
+        return "CIFAR-10"
+    if cfg.id_dataset == "cifar100":
+        return "CIFAR-100"
+    if cfg.id_dataset == "imagenet1k":
+        return {"bit_s_r101x1": "BiT", "vit_b16": "ViT"}.get(cfg.arch, cfg.arch)
+    return f"{cfg.id_dataset} / {cfg.arch}"
+
+
+def to_records(rows: pd.DataFrame, table: str, cfg, setting: str | None = None,
+               metrics_=("auroc", "fpr95")) -> list:
+    """``results.Record`` s (paper "MME") from tidy rows: one per (row, metric). Method names are mapped to
+    the paper's spelling (``PAPER_NAMES``), dataset names to the kit's (``DATASET_NAMES``); values are
+    fractions, as ``metrics`` returns them."""
+    from . import results
+
+    setting = setting or setting_name(cfg)
+    out = []
+    for r in rows.to_dict("records"):
+        for metric in metrics_:
+            out.append(results.Record(
+                paper=PAPER, table=table, setting=setting, method=PAPER_NAMES.get(r["method"], r["method"]),
+                dataset=DATASET_NAMES.get(r["dataset"], r["dataset"]), metric=metric, value=float(r[metric]),
+                seed=int(cfg.seed), profile=cfg.profile))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- figures
+FAMILY_COLORS = {"probability": "#009E73", "logit": "#0072B2", "feature": "#E69F00", "multiple": "#D55E00"}
+GROUP_COLORS = {"ID": "#000000", "near": "#D55E00", "far": "#0072B2"}
+
+
+def plot_covariance_gaps(cov: pd.DataFrame, ax):
+    """Assumption 1 per pair and OOD set: (Cov_in - Cov_out) / |Cov_in|. Blue (> 0): the assumption holds."""
+    from . import plots
+
+    cov = cov.assign(pair=[f"{PAPER_NAMES.get(a, a)} · {PAPER_NAMES.get(b, b)}"
+                           for a, b in zip(cov["score_a"], cov["score_b"])])
+    m = cov.pivot_table(index="pair", columns="dataset", values="rel_gap", sort=False)
+    m = m[list(dict.fromkeys(cov["dataset"]))]
+    image = plots.heatmap(ax, m.clip(-1, 1).values, list(m.index), list(m.columns), fmt=".2f", cmap="RdBu")
+    image.set_clim(-1, 1)
+    ax.set_title("Assumption 1: (Cov_in − Cov_out) / |Cov_in|  (> 0 holds; clipped to ±1)")
+    return ax
+
+
+def plot_consistency(ratios: pd.DataFrame, ax, column: str = "co_scale"):
+    """The CO consistency ratio per set, ID first; Assumption 1 predicts every OOD bar below the ID bar."""
+    colors = [GROUP_COLORS.get(g, "#777777") for g in ratios["group"]]
+    ax.bar(range(len(ratios)), ratios[column], color=colors)
+    ax.axhline(float(ratios[column].iloc[0]), color="black", lw=1, ls="--", label="ID ratio")
+    ax.set_xticks(range(len(ratios)), labels=list(ratios["dataset"]), rotation=30, ha="right")
+    ax.set_ylabel("consistency ratio (CO = 1)")
+    ax.set_ylim(0, 1.05)
+    for i, v in enumerate(ratios[column]):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    handles = [plt_patch(GROUP_COLORS[g], g) for g in ("ID", "near", "far")]
+    ax.legend(handles=handles + ax.get_legend_handles_labels()[0], loc="lower left")
+    return ax
+
+
+def plt_patch(color, label):
+    from matplotlib.patches import Patch
+
+    return Patch(color=color, label=label)
+
+
+def plot_truncation_grid(grid: pd.DataFrame, axes):
+    """Fig. 3 as two heatmaps: average AUROC of each scoring function x truncation, and its gain over the
+    raw feature (Hypothesis 1 predicts gains >= 0)."""
+    from . import plots
+
+    for ax, value, cmap, title in ((axes[0], "auroc", "viridis", "average AUROC"),
+                                   (axes[1], "gain", "RdBu", "AUROC gain over raw features")):
+        m = grid_matrix(grid, value)
+        cols = [TRUNCATION_TITLES.get(c, c) for c in m.columns]
+        rows = [PAPER_NAMES.get(r, r) for r in m.index]
+        image = plots.heatmap(ax, m.values, rows, cols, fmt=".3f" if value == "auroc" else "+.3f", cmap=cmap)
+        if value == "gain":
+            lim = max(1e-3, float(np.nanmax(np.abs(m.values))))
+            image.set_clim(-lim, lim)
+        ax.set_title(title)
+        ax.set_xlabel("feature truncation g")
+    return axes
+
+
+def plot_proposition(check: pd.DataFrame, axes):
+    """Proposition 1 per (factors, OOD set): left the paper's measure V, right AUROC (scale-free).
+    Green = the product separates at least as well as its best factor; red = it does not. A dot marks
+    a cell where the proof's premise E_out[S] >= 1 is broken."""
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(["#D55E00", "#009E73"])
+    for ax, col, title in ((axes[0], "holds", "V(S1·S2) ≥ max V(Si)"),
+                           (axes[1], "auroc_holds", "AUROC(S1·S2) ≥ max AUROC(Si)")):
+        m = check.pivot_table(index="factors", columns="dataset", values=col, aggfunc="first", sort=False)
+        m = m[list(dict.fromkeys(check["dataset"]))].astype(float)
+        premise = check.pivot_table(index="factors", columns="dataset", values="eout_ge1", aggfunc="first",
+                                    sort=False)[m.columns]
+        ax.imshow(m.values, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+        for (i, j), ok in np.ndenumerate(premise.values):
+            if not ok:
+                ax.plot(j, i, "o", color="white", ms=3)
+        ax.set_xticks(range(m.shape[1]), labels=list(m.columns), rotation=30, ha="right")
+        ax.set_yticks(range(m.shape[0]), labels=[_factor_label(f) for f in m.index])
+        ax.grid(False)
+        ax.set_title(f"{title}: holds in {m.values.mean():.0%}")
+    return axes
+
+
+def _factor_label(factors: str) -> str:
+    parts = factors.split(" x ")
+    return "all five" if len(parts) == len(FACTOR_TITLES) else " · ".join(FACTOR_TITLES.get(p, p) for p in parts)
+
+
+def plot_score_distributions(scores: dict[str, np.ndarray], groups: dict[str, str], ax, title: str = ""):
+    """Histograms of one score: ID test, and the OOD sets pooled by group (near, far)."""
+    pools = {"ID": scores["id"]}
+    for g in ("near", "far"):
+        sets = [scores[n] for n, gg in groups.items() if gg == g]
+        if sets:
+            pools[g] = np.concatenate(sets)
+    lo, hi = np.percentile(np.concatenate(list(pools.values())), [0.5, 99.5])
+    bins = np.linspace(lo, hi, 50)
+    for name, values in pools.items():
+        ax.hist(np.clip(values, lo, hi), bins=bins, density=True, alpha=0.5, color=GROUP_COLORS[name], label=name)
+    ax.set_title(title)
+    ax.set_ylabel("density")
+    ax.legend()
+    return ax
+
+
+def plot_sensitivity(sens: pd.DataFrame, axes, paper_values: dict | None = None):
+    """Fig. 5: MME's AUROC against lambda and against T (log x axes): average, near- and far-OOD means."""
+    for ax, param in zip(axes, ("lambda", "T")):
+        sub = sens[sens["param"] == param]
+        for label, mask, color in (("average", sub["dataset"] == "average", "#000000"),
+                                   ("near-OOD", sub["group"] == "near", GROUP_COLORS["near"]),
+                                   ("far-OOD", sub["group"] == "far", GROUP_COLORS["far"])):
+            curve = sub[mask].groupby("value")["auroc"].mean()
+            if len(curve):
+                ax.plot(curve.index, curve.values, "o-", color=color, label=label)
+        if paper_values and param in paper_values:
+            ax.axvline(paper_values[param], color="#777777", ls=":", label="preset value")
+        ax.set_xscale("log")
+        ax.set_xlabel("λ (CO+ weight)" if param == "lambda" else "T (NME+ temperature)")
+        ax.set_ylabel("AUROC")
+        ax.legend()
+    return axes
+
+
+def plot_near_far(summary: pd.DataFrame, ax, metric: str = "auroc"):
+    """Fig. 1 (right): near-OOD against far-OOD mean AUROC per method; colour = information source,
+    triangle = a feature truncation with the Energy score, circle = a scoring function."""
+    for _, r in summary.iterrows():
+        ax.scatter(r[f"far_{metric}"], r[f"near_{metric}"], s=90 if r["method"] == "mme" else 45,
+                   marker="^" if r["truncation"] else "o", color=FAMILY_COLORS[r["family"]],
+                   edgecolor="black" if r["method"] == "mme" else "none", zorder=3)
+        ax.annotate(r["title"], (r[f"far_{metric}"], r[f"near_{metric}"]), fontsize=8,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel(f"far-OOD {metric.upper()}")
+    ax.set_ylabel(f"near-OOD {metric.upper()}")
+    ax.legend(handles=[plt_patch(c, f) for f, c in FAMILY_COLORS.items()], loc="lower left", title="uses")
+    return ax
+
+
+def plot_method_bars(rows: pd.DataFrame, ax, metric: str = "auroc", highlight: str = "MME"):
+    """Average ``metric`` per method as horizontal bars, best at the top, ``highlight`` in orange."""
+    avg = average_table(rows)[metric].rename(index=lambda m: PAPER_NAMES.get(m, m))
+    avg = avg.sort_values(ascending=metric == "fpr95")[::-1]
+    colors = ["#D55E00" if m == highlight else "#0072B2" for m in avg.index]
+    ax.barh(range(len(avg)), avg.values, color=colors)
+    ax.set_yticks(range(len(avg)), labels=list(avg.index))
+    lo = max(0.0, float(avg.min()) - 0.05) if metric == "auroc" else 0.0
+    ax.set_xlim(lo, min(1.0, float(avg.max()) + 0.03) if metric == "auroc" else float(avg.max()) * 1.1)
+    for i, v in enumerate(avg.values):
+        ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+    ax.set_xlabel(f"average {metric.upper()}")
+    return ax
