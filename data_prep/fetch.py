@@ -228,16 +228,8 @@ def download(entry: Entry, archive: Archive, downloads: Path, lock: LockFile, *,
             say(f"  {err}; moved the file aside and downloading it again")
     problems: list[str] = []
     for url in archive.urls:
-        for attempt in range(1, retries + 1):
-            try:
-                fetch_url(url, part, timeout=timeout, progress=progress)
-                break
-            except _NETWORK_ERRORS as err:
-                problems.append(f"{url} (attempt {attempt}): {err!r}")
-                if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404, 410):
-                    break                    # this host will not serve it: next mirror
-        else:
-            continue
+        if not _fetch_with_retries(url, part, retries, timeout, progress, problems):
+            continue                         # this host failed: next mirror (a .part is resumed there)
         try:
             digests = verify_file(part, entry, archive, lock, url=url, say=say)
         except ChecksumMismatch as err:
@@ -249,6 +241,20 @@ def download(entry: Entry, archive: Archive, downloads: Path, lock: LockFile, *,
         os.replace(part, final)
         return final, digests
     raise DownloadFailed(manual_instructions(entry, archive, downloads, problems))
+
+
+def _fetch_with_retries(url: str, part: Path, retries: int, timeout: float, progress: bool,
+                        problems: list[str]) -> bool:
+    """True once ``part`` holds the whole file from ``url``; each retry resumes where the last one stopped."""
+    for attempt in range(1, retries + 1):
+        try:
+            fetch_url(url, part, timeout=timeout, progress=progress)
+            return True
+        except _NETWORK_ERRORS as err:
+            problems.append(f"{url} (attempt {attempt}): {err!r}")
+            if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403, 404, 410):
+                return False                 # this host will not serve it
+    return False
 
 
 def manual_instructions(entry: Entry, archive: Archive, downloads: Path, problems: list[str]) -> str:
