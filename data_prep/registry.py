@@ -54,7 +54,7 @@ class Count:
     file and required from then on. ``images``: count image files only.
     """
 
-    pattern: str
+    pattern: str                         # "**/*": anywhere in the archive, whatever its top folder is called
     expected: int | None
     images: bool = True
 
@@ -134,17 +134,17 @@ def _build() -> dict[str, Entry]:
               (Archive("LSUN.tar.gz", (f"{_ODIN_DROPBOX}/raw/fhtsw1m3qxlwj6h/LSUN.tar.gz",
                                        f"{_ODIN_DROPBOX}/fhtsw1m3qxlwj6h/LSUN.tar.gz?dl=1"),
                        "tar.gz", md5="458a0a0ab8e5f1cb4516d7400568e460", checksum_source="pytorch-ood"),),
-              (Count("LSUN/test/*", 10_000),)),
+              (Count("**/*", 10_000),)),
         Entry("lsun_r", ENTRY_FOLDER["lsun_r"], "LSUN resize, 10,000 32x32 images (ODIN; CIFAR far-OOD)",
               (Archive("LSUN_resize.tar.gz", (f"{_ODIN_DROPBOX}/raw/moqh2wh8696c3yl/LSUN_resize.tar.gz",
                                               f"{_ODIN_DROPBOX}/moqh2wh8696c3yl/LSUN_resize.tar.gz?dl=1"),
                        "tar.gz", md5="278b7b31c8cb7e804a1465a8ce03a2dc", checksum_source="pytorch-ood"),),
-              (Count("LSUN_resize/**/*", 10_000),)),
+              (Count("**/*", 10_000),)),
         Entry("isun", ENTRY_FOLDER["isun"], "iSUN, 8,925 32x32 images (ODIN; CIFAR far-OOD)",
               (Archive("iSUN.tar.gz", (f"{_ODIN_DROPBOX}/raw/ssz7qxfqae0cca5/iSUN.tar.gz",
                                        f"{_ODIN_DROPBOX}/ssz7qxfqae0cca5/iSUN.tar.gz?dl=1"),
                        "tar.gz", md5="be77b0f2c26fda898afac5f99645ee70", checksum_source="third-party wrapper"),),
-              (Count("iSUN/**/*", 8925),)),
+              (Count("**/*", 8925),)),
         Entry("tiny_images_300k", ENTRY_FOLDER["tiny_images_300k"],
               "300K random images (Outlier Exposure), uint8 (300000, 32, 32, 3): CIFAR auxiliary outliers",
               (Archive("300K_random_images.npy", ("https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",),
@@ -154,15 +154,15 @@ def _build() -> dict[str, Entry]:
         Entry("inaturalist", ENTRY_FOLDER["inaturalist"], "iNaturalist subset of MOS, 10,000 images (ImageNet far-OOD)",
               (Archive("iNaturalist.tar.gz", (f"http://{_MOS}/iNaturalist.tar.gz", f"https://{_MOS}/iNaturalist.tar.gz"),
                        "tar.gz", md5="5be6ea8aa027d7b631916427b32cb335", checksum_source="third-party wrapper"),),
-              (Count("iNaturalist/images/*", 10_000),)),
+              (Count("**/*", 10_000),)),
         Entry("sun", ENTRY_FOLDER["sun"], "SUN subset of MOS, 10,000 images (ImageNet far-OOD)",
               (Archive("SUN.tar.gz", (f"http://{_MOS}/SUN.tar.gz", f"https://{_MOS}/SUN.tar.gz"),
                        "tar.gz", md5="8469c3ada62211477954ec1be53b12d0", checksum_source="third-party wrapper"),),
-              (Count("SUN/images/*", 10_000),)),
+              (Count("**/*", 10_000),)),
         Entry("places", ENTRY_FOLDER["places"], "Places subset of MOS, 10,000 images (ImageNet far-OOD)",
               (Archive("Places.tar.gz", (f"http://{_MOS}/Places.tar.gz", f"https://{_MOS}/Places.tar.gz"),
                        "tar.gz", md5="b5cb5eba2754ae2a28beea8718db699a", checksum_source="third-party wrapper"),),
-              (Count("Places/images/*", 10_000),)),
+              (Count("**/*", 10_000),)),
         Entry("ninco", ENTRY_FOLDER["ninco"], "NINCO, 64 OOD classes, 5,879 images (ImageNet near-OOD)",
               (Archive("NINCO_all.tar.gz", ("https://zenodo.org/record/8013288/files/NINCO_all.tar.gz",
                                             "https://zenodo.org/records/8013288/files/NINCO_all.tar.gz?download=1"),

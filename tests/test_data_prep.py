@@ -442,3 +442,16 @@ def test_committed_lock_file_is_valid():
     assert isinstance(lock.archives, dict) and isinstance(lock.counts, dict)
     for key, record in lock.archives.items():
         assert key.split("/")[0] in REGISTRY and len(record["sha256"]) == 64
+
+
+def test_a_part_file_that_is_already_whole_is_verified_not_refetched(server, where):
+    root, lock = where
+    data = make_tar_gz(IMAGES)
+    entry = toy_entry(server, data)
+    downloads = root / "downloads" / "toy"
+    downloads.mkdir(parents=True)
+    (downloads / "toy.tar.gz.part").write_bytes(data)                    # interrupted before the rename
+    rc, out = run(["--get", "toy"], {"toy": entry}, root, lock)
+    assert rc == 0, out
+    assert server.log == [("/toy.tar.gz", f"bytes={len(data)}-")]         # answered 416: nothing left to send
+    assert (downloads / "toy.tar.gz").read_bytes() == data
