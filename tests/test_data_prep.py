@@ -455,3 +455,9 @@ def test_a_part_file_that_is_already_whole_is_verified_not_refetched(server, whe
     assert rc == 0, out
     assert server.log == [("/toy.tar.gz", f"bytes={len(data)}-")]         # answered 416: nothing left to send
     assert (downloads / "toy.tar.gz").read_bytes() == data
+
+
+def test_readme_lists_every_dataset():
+    text = (Path(data_prep.__file__).parent / "README.md").read_text()
+    for name, entry in REGISTRY.items():
+        assert f"| `{name}` | `{entry.folder}/` |" in text
