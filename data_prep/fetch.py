@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from ood_utils.data.real import IMAGE_SUFFIXES, MARKER, read_marker
+from ood_utils.data.real import IMAGE_SUFFIXES, MARKER
 
 from .registry import Archive, Count, Entry
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import tarfile
 import threading
 import zipfile
@@ -18,10 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import data_prep
-from data_prep import cli, commands, fetch
-from data_prep.registry import ALIASES, REGISTRY, Archive, Count, Entry, resolve
-from ood_utils.data import real
+from ood_utils import paths
+
+if str(paths.REPO_ROOT) not in sys.path:         # data_prep is a top-level folder of the repository, not installed
+    sys.path.insert(0, str(paths.REPO_ROOT))
+
+import data_prep  # noqa: E402
+from data_prep import cli, commands, fetch  # noqa: E402
+from data_prep.registry import ALIASES, REGISTRY, Archive, Count, Entry, resolve  # noqa: E402
+from ood_utils.data import real  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------
