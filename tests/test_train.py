@@ -137,7 +137,7 @@ def test_get_classifier_trains_once_then_loads(fake_data, monkeypatch):
     cfg = profiles.resolve("mini", device="cpu")
     model, info = train.get_classifier(cfg=cfg, progress=False)
     assert info["source"] == "trained" and info["smoke"] is True and 0 <= info["test_accuracy"] <= 1
-    assert ("mnist5k", "train", 512) in fake_data.calls  # smoke caps the training set
+    assert ("mnist5k", "train", profiles.SMOKE_CAPS["max_train"]) in fake_data.calls  # smoke caps the training set
     fake_data.calls.clear()
     cached, info2 = train.get_classifier(cfg=cfg, progress=False)
     assert info2["source"] == "cache" and info2["test_accuracy"] == info["test_accuracy"]

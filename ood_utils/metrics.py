@@ -1,0 +1,189 @@
+"""OOD-detection metrics, written out in numpy so each convention is visible.
+
+Conventions shared by the three papers and by every function here:
+
+* a detector returns a score per image, **higher = more in-distribution (ID)**;
+* ID is the **positive** class: "true positive rate" = fraction of ID images accepted;
+* every metric is a fraction in [0, 1] (the papers print percentages; ``results`` converts once).
+
+    from ood_utils import metrics
+    m = metrics.evaluate(id_scores, ood_scores)   # dict: auroc, fpr95, aupr_in, aupr_out
+
+The functions agree with scikit-learn (``roc_auc_score``, ``average_precision_score``, and the first ROC
+point with TPR >= 95%), ties included; ``tests/test_metrics.py`` checks this. scikit-learn is not imported
+here so that the definitions can be read in one place.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "roc_curve", "accuracy", "evaluate", "mean_std"]
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+def _to_numpy(x) -> np.ndarray:
+    """Accept numpy arrays, lists and (CPU or GPU) torch tensors."""
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _scores(x, name: str) -> np.ndarray:
+    """A 1-D, non-empty, finite float64 vector, or a ValueError that says what is wrong."""
+    arr = _to_numpy(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one score per image), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a metric needs at least one score")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or inf) out of {arr.size}; "
+                         "fix the detector (e.g. compute the score in log space) before evaluating it")
+    return arr
+
+
+def _check_tpr(tpr: float) -> float:
+    if not (isinstance(tpr, (int, float, np.floating)) and 0.0 < float(tpr) <= 1.0):
+        raise ValueError(f"tpr must be a fraction in (0, 1], got {tpr!r} (95% is tpr=0.95)")
+    return float(tpr)
+
+
+# ------------------------------------------------------------------------------------------- ranking metrics
+
+def auroc(id_scores, ood_scores) -> float:
+    """Area under the ROC curve: P(score of a random ID image > score of a random OOD image), ties = 1/2.
+
+    Computed as the Mann-Whitney U statistic from average ranks, so it is exact with ties and O(n log n):
+    AUROC = (sum of ID ranks - n_id (n_id + 1) / 2) / (n_id n_ood).
+    """
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    both = np.concatenate([s_in, s_out])
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    # Average rank (1-based) of each distinct value: tied scores share the mean of the ranks they span.
+    upper = np.cumsum(counts)
+    avg_rank = upper - (counts - 1) / 2.0
+    ranks = avg_rank[inverse]
+    n_in, n_out = s_in.size, s_out.size
+    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2.0
+    return float(u / (n_in * n_out))
+
+
+def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
+    """FPR at ``tpr`` TPR (FPR95 for the default): the fraction of OOD images accepted as ID when the
+    threshold keeps at least ``tpr`` of the ID images.
+
+    Convention (exact with ties): an image is accepted when ``score >= threshold``, and the threshold is the
+    *largest* ID score t such that the fraction of ID scores >= t is at least ``tpr``. With the ID scores
+    sorted in decreasing order, that is the k-th one, k = the smallest count with k / n_id >= tpr. Tied ID
+    scores may push the kept fraction above ``tpr``; tied OOD scores at the threshold count as accepted.
+    This is the first point of scikit-learn's full ROC curve whose TPR reaches ``tpr``.
+    """
+    tpr = _check_tpr(tpr)
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    n = s_in.size
+    # Smallest k with k / n >= tpr, decided with the same float division a ROC curve uses.
+    k = max(1, min(n, math.ceil(tpr * n)))
+    while k > 1 and (k - 1) / n >= tpr:
+        k -= 1
+    while k < n and k / n < tpr:
+        k += 1
+    threshold = np.sort(s_in)[::-1][k - 1]
+    return float(np.mean(s_out >= threshold))
+
+
+def roc_curve(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (fpr, tpr), one point per distinct threshold from high to low, starting at (0, 0).
+
+    fpr = fraction of OOD with score >= threshold, tpr = fraction of ID with score >= threshold.
+    """
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    tps, fps = _cumulative_counts(np.concatenate([s_in, s_out]),
+                                  np.concatenate([np.ones(s_in.size), np.zeros(s_out.size)]))
+    fpr = np.concatenate([[0.0], fps / s_out.size])
+    tpr = np.concatenate([[0.0], tps / s_in.size])
+    return fpr, tpr
+
+
+def _cumulative_counts(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positives and negatives with score >= t, for every distinct score t in decreasing order."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, positive = scores[order], positive[order]
+    # The last index of each run of tied scores: a threshold accepts a whole run or none of it.
+    last_of_run = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tps = np.cumsum(positive)[last_of_run]
+    fps = (last_of_run + 1) - tps
+    return tps, fps
+
+
+def _average_precision(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """Area under the precision-recall curve as the step sum  sum_n (R_n - R_{n-1}) P_n  over distinct
+    thresholds (no interpolation), the definition scikit-learn's ``average_precision_score`` uses."""
+    scores = np.concatenate([pos_scores, neg_scores])
+    positive = np.concatenate([np.ones(pos_scores.size), np.zeros(neg_scores.size)])
+    tps, fps = _cumulative_counts(scores, positive)
+    precision = tps / (tps + fps)
+    recall = tps / pos_scores.size
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def aupr_in(id_scores, ood_scores) -> float:
+    """Average precision with ID as the positive class (higher score = more ID)."""
+    return _average_precision(_scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores"))
+
+
+def aupr_out(id_scores, ood_scores) -> float:
+    """Average precision with OOD as the positive class: the score is negated so that higher = more OOD."""
+    return _average_precision(-_scores(ood_scores, "ood_scores"), -_scores(id_scores, "id_scores"))
+
+
+def evaluate(id_scores, ood_scores) -> dict[str, float]:
+    """The four numbers reported per OOD set: ``auroc``, ``fpr95``, ``aupr_in``, ``aupr_out`` (fractions)."""
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    return {
+        "auroc": auroc(s_in, s_out),
+        "fpr95": fpr_at_tpr(s_in, s_out, 0.95),
+        "aupr_in": aupr_in(s_in, s_out),
+        "aupr_out": aupr_out(s_in, s_out),
+    }
+
+
+# ------------------------------------------------------------------------------------------- classification
+
+def accuracy(logits_or_preds, labels) -> float:
+    """Top-1 accuracy. Accepts logits / probabilities (N, C), predicted by argmax, or predictions (N,)."""
+    out = _to_numpy(logits_or_preds)
+    y = _to_numpy(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array of class indices, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if out.ndim == 2:
+        if not np.all(np.isfinite(out)):
+            raise ValueError("logits contain NaN or inf")
+        preds = out.argmax(axis=1)
+    elif out.ndim == 1:
+        preds = out
+    else:
+        raise ValueError(f"logits_or_preds must be (N, C) logits or (N,) predictions, got shape {out.shape}")
+    if preds.shape[0] != y.shape[0]:
+        raise ValueError(f"{preds.shape[0]} predictions but {y.shape[0]} labels")
+    return float(np.mean(preds.astype(np.int64) == y.astype(np.int64)))
+
+
+# ------------------------------------------------------------------------------------------- over seeds
+
+def mean_std(values: Iterable[float], ddof: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation over seeds (``ddof=0``, numpy's default, as the papers' code reports;
+    one value gives std 0)."""
+    arr = _scores(list(values) if not hasattr(values, "shape") else values, "values")
+    if ddof >= arr.size:
+        return float(arr.mean()), 0.0
+    return float(arr.mean()), float(arr.std(ddof=ddof))
