@@ -79,10 +79,13 @@ def row_norms(x: np.ndarray) -> np.ndarray:
 
 
 def normalize_rows(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
-    """Rows divided by their norm (float32). A zero row stays zero instead of becoming NaN."""
+    """Rows divided by (their norm + eps), float32. A zero row stays zero instead of becoming NaN."""
     n = row_norms(x) + eps
     n[n == 0] = 1.0
-    return (x / n[:, None]).astype(np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    for s in row_blocks(x.shape[0], x.shape[1]):
+        out[s] = x[s] / n[s, None].astype(np.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -120,9 +123,10 @@ def mean_and_scatter(x: np.ndarray, labels: np.ndarray | None = None, num_classe
 
 def class_sums(x: np.ndarray, labels: np.ndarray, num_classes: int):
     """Per-class sums (float64, num_classes x D) and counts, streaming over rows."""
-    sums = np.zeros((num_classes, x.shape[1]), dtype=np.float64)
-    for s in row_blocks(x.shape[0], x.shape[1]):
-        np.add.at(sums, labels[s], x[s].astype(np.float64))
+    sums = torch.zeros((num_classes, x.shape[1]), dtype=torch.float64)
+    for s in row_blocks(x.shape[0], 2 * x.shape[1]):
+        sums.index_add_(0, t(labels[s].astype(np.int64)), t(x[s]).double())
+    sums = sums.numpy()
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return sums, counts
 
@@ -179,7 +183,8 @@ def column_quantiles(x: np.ndarray, q: float, cols: int = 128) -> np.ndarray:
     """``np.quantile(x, q, axis=0)`` computed a block of columns at a time (bounded memory)."""
     out = np.empty(x.shape[1], dtype=np.float64)
     for start in range(0, x.shape[1], cols):
-        out[start:start + cols] = np.quantile(x[:, start:start + cols], q, axis=0)
+        block = np.ascontiguousarray(x[:, start:start + cols].T)  # partition along contiguous rows
+        out[start:start + cols] = np.quantile(block, q, axis=1)
     return out
 
 

@@ -45,7 +45,7 @@ class _NMEMixin:
     """Nearest-mean-of-exemplars on normalised features (Rebuffi et al. 2017; MME App. B.2)."""
 
     def _fit_nme(self, feats, labels, num_classes):
-        normed = (feats / (nx.row_norms(feats) + NORM_EPS)[:, None]).astype(np.float32)
+        normed = nx.normalize_rows(feats, NORM_EPS)
         sums, counts = nx.class_sums(normed, labels, num_classes)
         if (counts == 0).any():
             missing = np.flatnonzero(counts == 0)[:10].tolist()
@@ -56,7 +56,7 @@ class _NMEMixin:
 
     def nme_distances(self, feats: np.ndarray) -> np.ndarray:
         """d_c = ||z_hat - m_c||^2 for one block of rows (float64, N x C)."""
-        zh = (feats / (nx.row_norms(feats) + NORM_EPS)[:, None]).astype(np.float32)
+        zh = nx.normalize_rows(feats, NORM_EPS)
         zh_sq = nx.row_norms(zh) ** 2
         cross = nx.mm(zh, self.class_means_.T.copy()).astype(np.float64)
         return np.maximum(zh_sq[:, None] + 1.0 - 2.0 * cross, 0.0)

@@ -134,7 +134,8 @@ class ASHS(Truncation):
             vals, idx = torch.topk(zt, k, dim=1, sorted=False)
             out_t = nx.t(out[s])
             out_t.scatter_(1, idx, vals)
-        return (out * np.exp(ratio)[:, None]).astype(np.float32)
+        out *= np.exp(ratio).astype(np.float32)[:, None]
+        return out
 
 
 class SCALE(Truncation):
@@ -150,7 +151,7 @@ class SCALE(Truncation):
         return np.exp(_scale_ratio(z, self.percentile)[0])
 
     def transform(self, z):
-        return (z * self.factor(z)[:, None]).astype(np.float32)
+        return z * self.factor(z).astype(np.float32)[:, None]
 
     def logits_from_raw(self, z, raw_logits):
         """W (c z) + b = c (l - b) + b: SCALE logits from the raw logits without another matmul (float64)."""
