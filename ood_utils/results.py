@@ -1,0 +1,346 @@
+"""Result records: what each notebook measured, the papers' published numbers, and the two side by side.
+
+A notebook turns every number it reports into a :class:`Record` and saves them once at the end::
+
+    recs = results.from_metrics(metrics.evaluate(s_id, s_ood), paper="greg", table=1, method="GReg",
+                                dataset="textures", cfg=cfg)
+    results.save(recs, "11_greg_finetune", cfg.profile)     # runs/<profile>/results/11_greg_finetune.csv
+
+The summary notebook then reads them back::
+
+    results.load_all(cfg.profile)        # every notebook's records, one DataFrame
+    results.paper_table("greg", 2)       # the published Table 2 (ood_utils/tables/greg.csv)
+    results.compare(cfg.profile)         # reproduced mean +- std next to the published value
+    results.summary_table(cfg.profile, "greg", 2)
+
+Units: a record stores what :mod:`ood_utils.metrics` returns, fractions in [0, 1]; the papers print
+percentages. :func:`to_paper_units` is the one place where one becomes the other.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import metrics, paths
+
+#: the three papers, as named in the tables and records
+PAPERS = {"greg": "GReg (ECCV 2024)", "mme": "MME (BMVC 2025)", "bood": "BOOD (ICML 2025)"}
+#: metrics the papers print as percentages while records hold fractions
+PERCENT_METRICS = frozenset({"auroc", "fpr95", "aupr_in", "aupr_out", "id_accuracy"})
+#: columns of a record CSV (and of :func:`load_all`, plus ``notebook``)
+COLUMNS = ("paper", "table", "setting", "method", "dataset", "metric", "value", "seed", "profile")
+#: columns of the transcribed tables
+PAPER_COLUMNS = ("paper", "table", "setting", "method", "dataset", "metric", "value", "std")
+#: columns of :func:`compare`
+COMPARE_COLUMNS = ("profile", "paper", "table", "setting", "method", "dataset", "metric", "n_seeds",
+                   "reproduced", "reproduced_std", "paper_setting", "paper_value", "paper_std", "difference",
+                   "unit")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+@dataclass(frozen=True)
+class Record:
+    """One reproduced number. ``value`` is in the units :mod:`ood_utils.metrics` returns (a fraction for
+    AUROC / FPR95 / AUPR / accuracy); ``setting`` says what was run, e.g. ``"mnist5k/mnist_cnn"``;
+    ``dataset`` uses the kit's names, ``"average"`` for the mean over OOD sets and ``"id"`` for the ID set."""
+
+    paper: str
+    table: str
+    setting: str
+    method: str
+    dataset: str
+    metric: str
+    value: float
+    seed: int
+    profile: str
+
+    def __post_init__(self):
+        set_ = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731 (frozen dataclass)
+        set_("table", _table_str(self.table))
+        for name in ("paper", "setting", "method", "dataset", "metric", "profile"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v.strip():
+                raise ValueError(f"Record.{name} must be a non-empty string, got {v!r}")
+        try:
+            value = float(self.value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Record.value must be a number, got {self.value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"Record.value must be finite, got {value} ({self.method}, {self.dataset}, {self.metric})")
+        if self.metric in PERCENT_METRICS and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{self.metric} = {value} is not a fraction in [0, 1]: records hold what "
+                             "ood_utils.metrics returns; the conversion to percent happens in results.compare")
+        set_("value", value)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer, float)) \
+                or not float(self.seed).is_integer():
+            raise ValueError(f"Record.seed must be an integer, got {self.seed!r}")
+        set_("seed", int(self.seed))
+
+
+def _table_str(table) -> str:
+    if isinstance(table, bool) or not isinstance(table, (str, int, np.integer)) or str(table).strip() == "":
+        raise ValueError(f"table must be a table number or name such as 2 or 'fig2', got {table!r}")
+    return str(table).strip()
+
+
+def _from_cfg(cfg, setting, seed, profile):
+    """Fill setting / seed / profile from a ``profiles.Config`` where the caller did not give them."""
+    if cfg is not None:
+        setting = setting if setting is not None else f"{cfg.id_dataset}/{cfg.arch}"
+        seed = seed if seed is not None else cfg.seed
+        profile = profile if profile is not None else cfg.profile
+    missing = [n for n, v in (("setting", setting), ("seed", seed), ("profile", profile)) if v is None]
+    if missing:
+        raise ValueError(f"give cfg=... or {', '.join(missing)} explicitly")
+    return setting, seed, profile
+
+
+def record(paper: str, table, method: str, dataset: str, metric: str, value: float, *, cfg=None,
+           setting: str | None = None, seed: int | None = None, profile: str | None = None) -> Record:
+    """A :class:`Record` with ``setting`` (``"<id_dataset>/<arch>"``), ``seed`` and ``profile`` taken from a
+    ``profiles.Config`` unless given."""
+    setting, seed, profile = _from_cfg(cfg, setting, seed, profile)
+    return Record(paper=paper, table=table, setting=setting, method=method, dataset=dataset, metric=metric,
+                  value=value, seed=seed, profile=profile)
+
+
+def from_metrics(values: Mapping[str, float], *, paper: str, table, method: str, dataset: str, cfg=None,
+                 setting: str | None = None, seed: int | None = None, profile: str | None = None,
+                 only: Iterable[str] | None = None) -> list[Record]:
+    """One record per entry of a metrics dict, e.g. the output of ``metrics.evaluate`` (``only`` picks a
+    subset, e.g. ``("auroc", "fpr95")``)."""
+    keys = list(values) if only is None else list(only)
+    unknown = [k for k in keys if k not in values]
+    if unknown:
+        raise ValueError(f"metrics {unknown} not in the given values; valid: {sorted(values)}")
+    return [record(paper, table, method, dataset, k, values[k], cfg=cfg, setting=setting, seed=seed,
+                   profile=profile) for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"{what} must be a plain name (letters, digits, '_', '-', '.'), got {name!r}")
+    return name
+
+
+def results_dir(profile: str) -> Path:
+    """``runs/<profile>/results/`` (moved by ``$OOD_KIT_RUNS``)."""
+    return paths.runs_dir(_check_name(profile, "profile"), "results")
+
+
+def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> Path:
+    """Write one notebook's records to ``runs/<profile>/results/<notebook>.csv``, replacing that notebook's
+    earlier records (a re-run supersedes the previous one). The file appears atomically: a temporary file
+    in the same folder is renamed over it, so a reader never sees half a CSV."""
+    notebook = _check_name(Path(str(notebook)).name.removesuffix(".ipynb"), "notebook")
+    recs = [r if isinstance(r, Record) else Record(**dict(r)) for r in records]
+    wrong = sorted({r.profile for r in recs if r.profile != profile})
+    if wrong:
+        raise ValueError(f"saving under profile {profile!r} records made with profile(s) {wrong}")
+    frame = pd.DataFrame([asdict(r) for r in recs], columns=list(COLUMNS))
+    out = results_dir(profile) / f"{notebook}.csv"
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def load_all(profile: str) -> pd.DataFrame:
+    """Every notebook's records of ``profile`` in one DataFrame (columns :data:`COLUMNS` + ``notebook``),
+    in notebook order; empty (with those columns) when nothing was saved yet."""
+    frames = []
+    for csv in sorted(results_dir(profile).glob("*.csv")):
+        frame = pd.read_csv(csv, dtype={"table": str, "setting": str, "method": str, "dataset": str})
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{csv} is not a results file: columns {missing} are missing")
+        frames.append(frame[list(COLUMNS)].assign(notebook=csv.stem))
+    if not frames:
+        dtypes = {"value": float, "seed": int}
+        return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in (*COLUMNS, "notebook")})
+    return pd.concat(frames, ignore_index=True).astype({"value": float, "seed": int})
+
+
+# ---------------------------------------------------------------------------------------------- paper tables
+
+@lru_cache(maxsize=None)
+def _paper_csv(paper: str) -> pd.DataFrame:
+    text = resources.files("ood_utils").joinpath("tables", f"{paper}.csv")
+    with resources.as_file(text) as path:
+        frame = pd.read_csv(path, dtype={"table": str, "setting": str, "method": str, "dataset": str,
+                                         "metric": str})
+    return frame.astype({"value": float, "std": float})
+
+
+def tables() -> dict[str, list[str]]:
+    """The transcribed tables: paper -> table names, in the papers' order."""
+    return {p: list(dict.fromkeys(_paper_csv(p)["table"])) for p in PAPERS}
+
+
+def paper_table(paper: str, table=None) -> pd.DataFrame:
+    """The published numbers of one table (or of every table of ``paper`` when ``table`` is None), tidy:
+    columns :data:`PAPER_COLUMNS`, ``value`` as printed (percent for AUROC / FPR95 / accuracy), ``std``
+    where printed. ``paper`` is case-insensitive; ``table`` may be 2, "2" or "Table 2"."""
+    key = _key(paper)
+    if key not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; valid: {', '.join(PAPERS)}")
+    frame = _paper_csv(key)
+    if table is None:
+        return frame.copy()
+    valid = tables()[key]
+    wanted = _table_key(table)
+    if wanted not in valid:
+        raise ValueError(f"{key} has no table {table!r}; valid: {', '.join(valid)}")
+    return frame[frame["table"] == wanted].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+def to_paper_units(metric: str, value):
+    """Fractions -> percent for :data:`PERCENT_METRICS`; other metrics (ratios, covariances) unchanged."""
+    return value * 100.0 if metric in PERCENT_METRICS else value
+
+
+def _key(text) -> str:
+    """Spelling-insensitive key: "Energy Loss", "energy_loss" and "energy-loss" agree; "+" is kept
+    (GReg vs GReg+, NME vs NME+)."""
+    return re.sub(r"[^a-z0-9+]", "", str(text).lower())
+
+
+def _table_key(table) -> str:
+    """2, "2", "Table 2", "Fig. 2" -> "2", "2", "2", "fig2"."""
+    return re.sub(r"^table", "", _key(_table_str(table)))
+
+
+def _setting_parts(setting: str) -> tuple[str, str]:
+    """"CIFAR-10/ResNet-18" -> ("cifar10", "resnet18"); a setting without "/" is matched on both parts."""
+    head, sep, tail = str(setting).partition("/")
+    return (_key(head), _key(tail)) if sep else (_key(head), _key(head))
+
+
+def _arch_matches(mine: str, theirs: str) -> bool:
+    """Same network: equal keys, or one a variant of the other (the kit's ``resnet34_768`` is BOOD's ResNet-34,
+    ``"BiT"`` names ``BiT-S-R101x1``)."""
+    if not mine or not theirs:
+        return False
+    return mine == theirs or (min(len(mine), len(theirs)) >= 3 and (mine.startswith(theirs) or theirs.startswith(mine)))
+
+
+def _pick_setting(mine: str, candidates: list[str]) -> str:
+    """Which of the paper's settings a reproduced setting stands for. Preference: the same network (and ID
+    dataset), then the same ID dataset, then the first setting the paper lists, so ``mini`` (MNIST and a
+    small CNN) is compared with the first column of a table."""
+    my_id, my_arch = _setting_parts(mine)
+
+    def score(setting: str) -> int:
+        their_id, their_arch = _setting_parts(setting)
+        return 2 * _arch_matches(my_arch, their_arch) + (my_id == their_id)
+
+    return max(candidates, key=lambda s: (score(s), -candidates.index(s)))
+
+
+def _dataset_key(dataset: str, setting: str) -> str:
+    """The ID test set is "id" in the tables whatever it is called in a profile (cifar10, mnist5k, ...)."""
+    key = _key(dataset)
+    return "id" if key == "id" or key == _setting_parts(setting)[0] else key
+
+
+def compare(profile: str) -> pd.DataFrame:
+    """Reproduced numbers of ``profile`` next to the published ones, one row per (paper, table, setting,
+    method, dataset, metric) that a notebook saved. ``reproduced`` / ``reproduced_std`` are the mean and
+    standard deviation over seeds (``n_seeds``), in the paper's units (percent for AUROC, FPR95, accuracy);
+    ``paper_value`` / ``paper_std`` come from the transcribed table (NaN where the paper has no such cell),
+    ``difference`` = reproduced - paper.
+
+    Settings differ between profiles (``mini`` runs MNIST with a small CNN), so each reproduced setting
+    stands for one of the table's settings, shown in ``paper_setting``: the same network, else the same ID
+    dataset, else the first setting the table lists. Within it, records match the paper's cells on
+    (method, dataset, metric), spelling-insensitively ("Energy Loss" = "energy_loss")."""
+    recs = load_all(profile)
+    if recs.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in COMPARE_COLUMNS})
+    settings, cells = _paper_lookup()
+    rows = []
+    group_cols = ["paper", "table", "setting", "method", "dataset", "metric"]
+    for (paper, table, setting, method, dataset, metric), g in recs.groupby(group_cols, sort=False):
+        mean, std = metrics.mean_std(to_paper_units(metric, g["value"].to_numpy(dtype=float)))
+        row = dict(profile=profile, paper=paper, table=table, setting=setting, method=method, dataset=dataset,
+                   metric=metric, n_seeds=int(g["seed"].nunique()), reproduced=mean, reproduced_std=std,
+                   paper_setting=None, paper_value=np.nan, paper_std=np.nan, difference=np.nan,
+                   unit="%" if metric in PERCENT_METRICS else "")
+        table_key = (_key(paper), _table_key(table))
+        if table_key in settings:
+            chosen = _pick_setting(setting, settings[table_key])
+            row["paper_setting"] = chosen
+            cell = (*table_key, chosen, _key(method), _dataset_key(dataset, setting), _key(metric))
+            if cell in cells:
+                value, paper_std = cells[cell]
+                row.update(paper_value=value, paper_std=paper_std, difference=mean - value)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+@lru_cache(maxsize=None)
+def _paper_lookup() -> tuple[dict, dict]:
+    """(paper, table) -> its settings in the paper's order, and
+    (paper, table, setting, method, dataset, metric) keys -> (value, std)."""
+    settings: dict[tuple, list[str]] = {}
+    cells: dict[tuple, tuple[float, float]] = {}
+    for paper in PAPERS:
+        for r in _paper_csv(paper).itertuples(index=False):
+            listed = settings.setdefault((paper, r.table), [])
+            if r.setting not in listed:
+                listed.append(r.setting)
+            key = (paper, r.table, r.setting, _key(r.method), _key(r.dataset), _key(r.metric))
+            cells[key] = (float(r.value), float(r.std))
+    return settings, cells
+
+
+def summary_table(profile: str, paper: str, table) -> pd.DataFrame:
+    """One published table with the reproduced numbers beside it, for display: rows (setting, method),
+    columns (dataset, metric, source) with source "paper" or "reproduced" (mean over seeds, paper units).
+    Shows the paper settings the reproduced records were matched to (every setting if none were)."""
+    published = paper_table(paper, table)
+    cmp = compare(profile)
+    if not cmp.empty:
+        cmp = cmp[(cmp["paper"].map(_key) == _key(paper)) & (cmp["table"].map(_table_key) == _table_key(table))]
+    settings = list(dict.fromkeys(cmp["paper_setting"].dropna())) or list(dict.fromkeys(published["setting"]))
+    published = published[published["setting"].isin(settings)]
+    long = [published.assign(source="paper")[["setting", "method", "dataset", "metric", "value", "source"]]]
+    if not cmp.empty:
+        mine = cmp.assign(setting=cmp["paper_setting"].fillna(cmp["setting"]),
+                          dataset=[_dataset_key(d, s) for d, s in zip(cmp["dataset"], cmp["setting"])],
+                          value=cmp["reproduced"], source="reproduced")
+        # Use the paper's spelling of a method where the record matched one.
+        names = {_key(m): m for m in published["method"]}
+        mine["method"] = [names.get(_key(m), m) for m in mine["method"]]
+        long.append(mine[["setting", "method", "dataset", "metric", "value", "source"]])
+    frame = pd.concat(long, ignore_index=True)
+    wide = frame.pivot_table(index=["setting", "method"], columns=["dataset", "metric", "source"],
+                             values="value", sort=False)
+    setting_order = list(dict.fromkeys(frame["setting"]))
+    order_rows = sorted(dict.fromkeys(zip(frame["setting"], frame["method"])),
+                        key=lambda sm: setting_order.index(sm[0]))
+    order_cols = list(dict.fromkeys(zip(frame["dataset"], frame["metric"])))
+    cols = [(d, m, s) for d, m in order_cols for s in ("paper", "reproduced") if (d, m, s) in wide.columns]
+    rows = pd.MultiIndex.from_tuples(order_rows, names=["setting", "method"])
+    return wide.reindex(index=rows, columns=pd.MultiIndex.from_tuples(cols, names=wide.columns.names))
