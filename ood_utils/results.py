@@ -80,7 +80,7 @@ class Record:
             raise ValueError(f"Record.value must be a number, got {self.value!r}") from None
         if not math.isfinite(value):
             raise ValueError(f"Record.value must be finite, got {value} ({self.method}, {self.dataset}, {self.metric})")
-        if self.metric in PERCENT_METRICS and not 0.0 <= value <= 1.0:
+        if is_percent(self.metric) and not 0.0 <= value <= 1.0:
             raise ValueError(f"{self.metric} = {value} is not a fraction in [0, 1]: records hold what "
                              "ood_utils.metrics returns; the conversion to percent happens in results.compare")
         set_("value", value)
@@ -215,15 +215,29 @@ def paper_table(paper: str, table=None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- comparison
 
+def is_percent(metric: str) -> bool:
+    """Whether the papers print ``metric`` as a percentage (any spelling: "FPR95", "fpr95", "id-accuracy")."""
+    return _key(metric) in _PERCENT_KEYS
+
+
 def to_paper_units(metric: str, value):
     """Fractions -> percent for :data:`PERCENT_METRICS`; other metrics (ratios, covariances) unchanged."""
-    return value * 100.0 if metric in PERCENT_METRICS else value
+    return value * 100.0 if is_percent(metric) else value
 
 
 def _key(text) -> str:
     """Spelling-insensitive key: "Energy Loss", "energy_loss" and "energy-loss" agree; "+" is kept
     (GReg vs GReg+, NME vs NME+)."""
     return re.sub(r"[^a-z0-9+]", "", str(text).lower())
+
+
+_PERCENT_KEYS = frozenset(_key(m) for m in PERCENT_METRICS)
+
+
+def _method_key(method) -> str:
+    """:func:`_key` of a method; a pair "A & B" (MME's Table 4 covariances) matches in either order."""
+    parts = str(method).split("&")
+    return "&".join(sorted(_key(p) for p in parts)) if len(parts) > 1 else _key(method)
 
 
 def _table_key(table) -> str:
@@ -286,12 +300,12 @@ def compare(profile: str) -> pd.DataFrame:
         row = dict(profile=profile, paper=paper, table=table, setting=setting, method=method, dataset=dataset,
                    metric=metric, n_seeds=int(g["seed"].nunique()), reproduced=mean, reproduced_std=std,
                    paper_setting=None, paper_value=np.nan, paper_std=np.nan, difference=np.nan,
-                   unit="%" if metric in PERCENT_METRICS else "")
+                   unit="%" if is_percent(metric) else "")
         table_key = (_key(paper), _table_key(table))
         if table_key in settings:
             chosen = _pick_setting(setting, settings[table_key])
             row["paper_setting"] = chosen
-            cell = (*table_key, chosen, _key(method), _dataset_key(dataset, setting), _key(metric))
+            cell = (*table_key, chosen, _method_key(method), _dataset_key(dataset, setting), _key(metric))
             if cell in cells:
                 value, paper_std = cells[cell]
                 row.update(paper_value=value, paper_std=paper_std, difference=mean - value)
@@ -310,7 +324,7 @@ def _paper_lookup() -> tuple[dict, dict]:
             listed = settings.setdefault((paper, r.table), [])
             if r.setting not in listed:
                 listed.append(r.setting)
-            key = (paper, r.table, r.setting, _key(r.method), _key(r.dataset), _key(r.metric))
+            key = (paper, r.table, r.setting, _method_key(r.method), _key(r.dataset), _key(r.metric))
             cells[key] = (float(r.value), float(r.std))
     return settings, cells
 
@@ -318,23 +332,39 @@ def _paper_lookup() -> tuple[dict, dict]:
 def summary_table(profile: str, paper: str, table) -> pd.DataFrame:
     """One published table with the reproduced numbers beside it, for display: rows (setting, method),
     columns (dataset, metric, source) with source "paper" or "reproduced" (mean over seeds, paper units).
-    Shows the paper settings the reproduced records were matched to (every setting if none were)."""
-    published = paper_table(paper, table)
+    Shows the paper settings the reproduced records were matched to (every setting if none were), with
+    the reproduced cells under the paper's spelling of method, dataset and metric where they match one.
+
+    A table that the paper does not print as numbers (a figure's sweep, the kit's own baselines) is shown
+    from the records alone, with "reproduced" columns only. A (paper, table) that is neither transcribed
+    nor recorded raises the ValueError of :func:`paper_table`, which lists the valid names."""
     cmp = compare(profile)
     if not cmp.empty:
         cmp = cmp[(cmp["paper"].map(_key) == _key(paper)) & (cmp["table"].map(_table_key) == _table_key(table))]
+    try:
+        published = paper_table(paper, table)
+    except ValueError:
+        if cmp.empty:
+            raise
+        published = pd.DataFrame({c: pd.Series(dtype=float if c in ("value", "std") else object)
+                                  for c in PAPER_COLUMNS})
     settings = list(dict.fromkeys(cmp["paper_setting"].dropna())) or list(dict.fromkeys(published["setting"]))
     published = published[published["setting"].isin(settings)]
     long = [published.assign(source="paper")[["setting", "method", "dataset", "metric", "value", "source"]]]
     if not cmp.empty:
+        # The paper's spelling wherever a reproduced name matched one ("GReg+", "lsun_c", the ID set "id").
+        methods = {_method_key(m): m for m in published["method"]}
+        datasets = {_key(d): d for d in published["dataset"]}
+        metric_names = {_key(m): m for m in published["metric"]}
+        dataset_keys = [_dataset_key(d, s) for d, s in zip(cmp["dataset"], cmp["setting"])]
         mine = cmp.assign(setting=cmp["paper_setting"].fillna(cmp["setting"]),
-                          dataset=[_dataset_key(d, s) for d, s in zip(cmp["dataset"], cmp["setting"])],
+                          method=[methods.get(_method_key(m), m) for m in cmp["method"]],
+                          dataset=["id" if k == "id" else datasets.get(k, d)
+                                   for k, d in zip(dataset_keys, cmp["dataset"])],
+                          metric=[metric_names.get(_key(m), m) for m in cmp["metric"]],
                           value=cmp["reproduced"], source="reproduced")
-        # Use the paper's spelling of a method where the record matched one.
-        names = {_key(m): m for m in published["method"]}
-        mine["method"] = [names.get(_key(m), m) for m in mine["method"]]
         long.append(mine[["setting", "method", "dataset", "metric", "value", "source"]])
-    frame = pd.concat(long, ignore_index=True)
+    frame = pd.concat(long, ignore_index=True).astype({"value": float})
     wide = frame.pivot_table(index=["setting", "method"], columns=["dataset", "metric", "source"],
                              values="value", sort=False)
     setting_order = list(dict.fromkeys(frame["setting"]))
