@@ -175,11 +175,14 @@ def check_data(cfg, names=None) -> None:
                                    "installed; use profile 'mini' or install the kit with its data extras")
     missing = [n for n in names if not real.is_available(n)]
     if missing:
-        commands = "\n".join(f"    {real.get_command(n)}" for n in missing)
+        manual = [n for n in missing if real.DATA_PREP_ENTRY.get(n) == "imagenet1k"]
         raise data.DatasetNotFound(
             f"profile {cfg.profile!r} ({cfg.id_dataset}) needs {len(missing)} dataset(s) that are not in "
-            f"{real.data_root()}: {', '.join(missing)}. Get them with:\n{commands}\n"
-            "(Set OOD_KIT_DATA to use a data folder elsewhere; profile 'mini' needs no download.)")
+            f"{real.data_root()}: {', '.join(missing)}. Get them with: python -m data_prep --get {' '.join(missing)}"
+            + (f"\n{', '.join(manual)}: ImageNet cannot be downloaded automatically (it needs an image-net.org "
+               "account); that command prints where to put the archives, then verifies and registers them."
+               if manual else "")
+            + "\n(Set OOD_KIT_DATA to use a data folder elsewhere; profile 'mini' needs no download.)")
 
 
 def load_benchmark(cfg, tag: str = "base", progress: bool = True) -> Benchmark:
@@ -615,6 +618,7 @@ def near_far_summary(rows: pd.DataFrame, groups: dict[str, str] | None = None) -
     per_set = per_set[per_set["group"].isin(["near", "far"])]
     out = per_set.groupby(["method", "group"], sort=False)[["auroc", "fpr95"]].mean().unstack("group")
     out.columns = [f"{group}_{metric}" for metric, group in out.columns]
+    out = out.reindex(columns=[f"{g}_{m}" for g in ("near", "far") for m in ("auroc", "fpr95")])  # NaN: no such set
     out = out.reset_index()
     out["family"] = out["method"].map(FAMILIES).fillna("multiple")
     out["truncation"] = out["method"].map(lambda m: DETECTORS[m].kind == "truncation" if m in DETECTORS else False)
@@ -630,7 +634,7 @@ def mme_vs_best(main: pd.DataFrame, near_far: pd.DataFrame | None = None, method
     if near_far is not None:
         nf = near_far.set_index("method")
         for g in ("near", "far"):
-            if f"{g}_auroc" in nf:
+            if f"{g}_auroc" in nf and nf[f"{g}_auroc"].notna().all():
                 scopes[g] = nf[[f"{g}_auroc", f"{g}_fpr95"]].set_axis(["auroc", "fpr95"], axis=1)
     rows = []
     for scope, table in scopes.items():
@@ -1033,6 +1037,8 @@ def plot_near_far(summary: pd.DataFrame, axes, metric: str = "auroc", title: str
 
     axes = list(np.atleast_1d(axes))
     far, near = summary[f"far_{metric}"].to_numpy(float), summary[f"near_{metric}"].to_numpy(float)
+    if not (np.isfinite(far).all() and np.isfinite(near).all()):
+        raise ValueError("Fig. 1 needs near- and far-OOD sets; this benchmark lacks one of the two groups")
     xy = np.column_stack([far, near])
     titles = summary["title"].tolist()
     weights = np.where(summary["method"] == "mme", 1.0, 0.0)

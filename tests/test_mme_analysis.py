@@ -289,9 +289,10 @@ def test_check_data_names_every_missing_set_and_its_command(tmp_path, monkeypatc
     ma.check_data(ma.resolve_config("mini", seed_now=False))  # embedded: nothing to check
     with pytest.raises(DatasetNotFound) as err:
         ma.check_data(ma.resolve_config("quick", seed_now=False, id_dataset="cifar100"))
-    message = str(err.value)
-    for name in ("cifar100", "textures", "svhn", "places365", "lsun_c", "lsun_r", "isun"):
-        assert f"python -m data_prep --get {name}" in message
+    first_line = str(err.value).splitlines()[0]  # what a failed run's summary shows
+    assert "python -m data_prep --get cifar100 textures svhn places365 lsun_c lsun_r isun" in first_line
+    with pytest.raises(DatasetNotFound, match="image-net.org"):
+        ma.check_data(ma.resolve_config("paper", seed_now=False, id_dataset="imagenet1k", checkpoint="/w.pth"))
 
 
 def test_imagenet_tables_average_over_the_papers_four_sets(bench):
@@ -447,3 +448,27 @@ def test_raw_protocol_equals_the_registrys_truncated_detector(bench):
         ours = ma.detector_scores(bench, name, "react", fitted=ma.fit_detector(bench, name))
         registry = ma.fit_detector(bench, name, truncation="react")
         assert np.allclose(ours["far_set"], registry.score(bench.ood["far_set"].feats, bench.ood["far_set"].logits))
+
+
+def test_a_benchmark_without_near_ood_sets(bench):
+    """CIFAR's six OOD sets are all far-OOD: Fig. 1 has nothing to plot, everything else still works."""
+    from ood_utils import profiles
+
+    far_only = ma.Benchmark(train=bench.train, test=bench.test, ood={"far_set": bench.ood["far_set"]},
+                            groups={"far_set": "far"}, W=bench.W, b=bench.b, id_dataset="toy")
+    main = ma.evaluate_detectors(far_only, names=("msp", "mme"))
+    nf = ma.near_far_summary(main, far_only.fig1_groups())
+    assert nf["near_auroc"].isna().all() and nf["far_auroc"].notna().all()
+    assert set(ma.mme_vs_best(main, nf)["scope"]) == {"average", "far"}
+    cfg = profiles.resolve("mini", track="mme", seed_now=False)
+    records = ma.ensemble_records(main, main.iloc[:0], main.iloc[:0], main.iloc[:0],
+                                  ma.sensitivity(far_only, lambdas=(2.0,), temperatures=(0.1,)), nf, cfg)
+    assert all(r.dataset != "near" for r in records if r.table == "fig1")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="near- and far-OOD"):
+        ma.plot_near_far(nf, ax)
+    plt.close(fig)
