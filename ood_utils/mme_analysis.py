@@ -209,6 +209,13 @@ def load_benchmark(cfg, tag: str = "base", progress: bool = True) -> Benchmark:
                      preset=default_preset(cfg), id_dataset=cfg.id_dataset)
 
 
+def _progress(items, desc: str, enabled: bool = True):
+    """A progress bar over ``items`` (it vanishes once done): ImageNet-size features take minutes per loop."""
+    from tqdm.auto import tqdm
+
+    return tqdm(list(items), desc=desc, disable=not enabled, leave=False)
+
+
 def fit_detector(bench: Benchmark, name: str, preset: str | None = None, truncation=None, **hparams):
     """``get_detector(name, preset, truncation, **hparams)`` fitted on the benchmark's ID training features."""
     det = get_detector(name, preset=preset or bench.preset, truncation=truncation, **hparams)
@@ -281,10 +288,11 @@ def evaluate_scores(method: str, scores: dict[str, np.ndarray], groups: dict[str
     return rows
 
 
-def evaluate_detectors(bench: Benchmark, names=TABLE2_METHODS, preset: str | None = None) -> pd.DataFrame:
+def evaluate_detectors(bench: Benchmark, names=TABLE2_METHODS, preset: str | None = None,
+                       progress: bool = True) -> pd.DataFrame:
     """Tables 1-2: AUROC and FPR95 of each detector (registry defaults + ``preset``) per OOD set and averaged."""
     rows = []
-    for name in names:
+    for name in _progress(names, "detectors", progress):
         rows += bench.evaluate(name, detector_scores(bench, name, preset=preset))
     return pd.DataFrame(rows)
 
@@ -303,14 +311,15 @@ def wide_table(rows: pd.DataFrame, metric: str = "auroc", index: str = "method")
 
 
 # --------------------------------------------------------------------------------------- Assumption 1
-def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None = None) -> pd.DataFrame:
+def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None = None,
+                      progress: bool = True) -> pd.DataFrame:
     """Assumption 1: Cov_in(S1, S2) >= Cov_out(S1, S2) for every pair of ``scores`` (Table 4).
 
     One row per (pair, OOD set): ``cov_id`` on the ID test set, ``cov_ood`` on that OOD set (sample
     covariance of the raw scores), ``holds`` = cov_id >= cov_ood, and ``rel_gap`` = (cov_id - cov_ood) /
     |cov_id| (a unit-free size of the gap for plots). The paper's table averages cov_ood over the OOD sets:
     :func:`covariance_table`."""
-    values = {s: detector_scores(bench, s, preset=preset) for s in scores}
+    values = {s: detector_scores(bench, s, preset=preset) for s in _progress(scores, "scores", progress)}
     return covariance_rows(values, bench.groups)
 
 
@@ -363,14 +372,14 @@ def _fitted_truncation(bench: Benchmark, name: str, preset: str | None = None, *
 
 # --------------------------------------------------------------------------------------- Hypothesis 1
 def truncation_grid(bench: Benchmark, scores=FIG3_SCORES, truncations=FIG3_TRUNCATIONS,
-                    preset: str | None = None, fit_on=("raw",)) -> pd.DataFrame:
+                    preset: str | None = None, fit_on=("raw",), progress: bool = True) -> pd.DataFrame:
     """Hypothesis 1 (Fig. 3): AUROC of every scoring function S on truncated features g(z), per OOD set and
     averaged (dataset "average"), for each protocol in ``fit_on`` (see :func:`detector_scores`; column
     ``fit_on``). ``truncation`` "none" is the raw feature (the same for both protocols). ``gain`` =
     AUROC(S(g(z))) - AUROC(S(z)) on the same set: Hypothesis 1 predicts gain >= 0."""
     fit_on = (fit_on,) if isinstance(fit_on, str) else tuple(fit_on)
     rows = []
-    for s in scores:
+    for s in _progress(scores, "scoring functions", progress):
         raw_fit = fit_detector(bench, s, preset)  # shared by every truncation of the raw protocol
         base_rows = bench.evaluate(s, detector_scores(bench, s, None, preset, fitted=raw_fit), truncation="none")
         base = {x["dataset"]: x["auroc"] for x in base_rows}
@@ -596,15 +605,15 @@ def extra_scores(bench: Benchmark, preset: str | None = None, parts: MMEParts | 
 
 
 def sensitivity(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
-                lambdas=LAMBDAS, temperatures=TEMPERATURES) -> pd.DataFrame:
+                lambdas=LAMBDAS, temperatures=TEMPERATURES, progress: bool = True) -> pd.DataFrame:
     """Fig. 5: MME's AUROC / FPR95 as lambda (CO+ weight) or T (NME+ temperature) varies, the other fixed at
     the preset's value. Columns ``param`` ("lambda" or "T") and ``value``."""
     parts = parts or MMEParts(bench, preset)
     rows = []
-    for param, key, values in (("lambda", "co_weight", lambdas), ("T", "temperature", temperatures)):
-        for v in values:
-            tuned = parts.retuned(**{key: float(v)})
-            rows += bench.evaluate("MME", tuned.scores(), param=param, value=float(v))
+    grid = [("lambda", "co_weight", v) for v in lambdas] + [("T", "temperature", v) for v in temperatures]
+    for param, key, v in _progress(grid, "settings", progress):
+        tuned = parts.retuned(**{key: float(v)})
+        rows += bench.evaluate("MME", tuned.scores(), param=param, value=float(v))
     return pd.DataFrame(rows)
 
 
