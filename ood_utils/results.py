@@ -41,6 +41,8 @@ PERCENT_METRICS = frozenset({"auroc", "fpr95", "aupr_in", "aupr_out", "id_accura
 COLUMNS = ("paper", "table", "setting", "method", "dataset", "metric", "value", "seed", "profile")
 #: columns of the transcribed tables
 PAPER_COLUMNS = ("paper", "table", "setting", "method", "dataset", "metric", "value", "std")
+#: columns of :func:`overview`
+OVERVIEW_COLUMNS = ("paper", "table", "transcribed", "settings", "paper_settings", "numbers", "with_paper_value")
 #: columns of :func:`compare`
 COMPARE_COLUMNS = ("profile", "paper", "table", "setting", "method", "dataset", "metric", "n_seeds",
                    "reproduced", "reproduced_std", "paper_setting", "paper_value", "paper_std", "difference",
@@ -55,7 +57,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 class Record:
     """One reproduced number. ``value`` is in the units :mod:`ood_utils.metrics` returns (a fraction for
     AUROC / FPR95 / AUPR / accuracy); ``setting`` says what was run, e.g. ``"mnist5k/mnist_cnn"``;
-    ``dataset`` uses the kit's names, ``"average"`` for the mean over OOD sets and ``"id"`` for the ID set."""
+    ``dataset`` uses the kit's names, ``"average"`` for the mean over OOD sets and ``"id"`` for the ID set;
+    ``table`` is stored as the transcribed tables name it (2, "Table 2" -> "2"; "Fig. 2" -> "fig2")."""
 
     paper: str
     table: str
@@ -69,7 +72,7 @@ class Record:
 
     def __post_init__(self):
         set_ = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731 (frozen dataclass)
-        set_("table", _table_str(self.table))
+        set_("table", _table_key(self.table))  # one spelling per table: "Table 2" -> "2", "Fig. 2" -> "fig2"
         for name in ("paper", "setting", "method", "dataset", "metric", "profile"):
             v = getattr(self, name)
             if not isinstance(v, str) or not v.strip():
@@ -278,6 +281,13 @@ def _dataset_key(dataset: str, setting: str) -> str:
     return "id" if key == "id" or key == _setting_parts(setting)[0] else key
 
 
+def _first_spelling(column: pd.Series, key) -> pd.Series:
+    first: dict[str, str] = {}
+    for value in column:
+        first.setdefault(key(value), value)
+    return column.map(lambda v: first[key(v)])
+
+
 def compare(profile: str) -> pd.DataFrame:
     """Reproduced numbers of ``profile`` next to the published ones, one row per (paper, table, setting,
     method, dataset, metric) that a notebook saved. ``reproduced`` / ``reproduced_std`` are the mean and
@@ -292,6 +302,8 @@ def compare(profile: str) -> pd.DataFrame:
     recs = load_all(profile)
     if recs.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COMPARE_COLUMNS})
+    # One group per paper and table however a notebook spelled them ("MME" / "mme"): the first spelling wins.
+    recs = recs.assign(paper=_first_spelling(recs["paper"], _key), table=_first_spelling(recs["table"], _table_key))
     settings, cells = _paper_lookup()
     rows = []
     group_cols = ["paper", "table", "setting", "method", "dataset", "metric"]
@@ -327,6 +339,35 @@ def _paper_lookup() -> tuple[dict, dict]:
             key = (paper, r.table, r.setting, _method_key(r.method), _key(r.dataset), _key(r.metric))
             cells[key] = (float(r.value), float(r.std))
     return settings, cells
+
+
+def overview(profile: str) -> pd.DataFrame:
+    """Which tables the records of ``profile`` fill, one row per (paper, table): the papers in
+    :data:`PAPERS` order and their tables in printed order, then tables the papers print no numbers for
+    (figures' sweeps) and the kit's own. ``transcribed`` says whether the paper prints the table as numbers,
+    ``settings`` / ``paper_settings`` what was run and which published setting it stands for, ``numbers``
+    how many reproduced numbers (means over seeds) and ``with_paper_value`` how many have a published cell."""
+    cmp = compare(profile)
+    if cmp.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in OVERVIEW_COLUMNS})
+    printed = {p: [_table_key(t) for t in ts] for p, ts in tables().items()}
+    rows = []
+    for (paper, table), g in cmp.groupby(["paper", "table"], sort=False):
+        key, table_key = _key(paper), _table_key(table)
+        rows.append(dict(paper=paper, table=table, transcribed=table_key in printed.get(key, []),
+                         settings=", ".join(dict.fromkeys(g["setting"])),
+                         paper_settings=", ".join(dict.fromkeys(g["paper_setting"].dropna())),
+                         numbers=len(g), with_paper_value=int(g["paper_value"].notna().sum())))
+
+    def order(row):
+        key, table_key = _key(row["paper"]), _table_key(row["table"])
+        paper_rank = list(PAPERS).index(key) if key in PAPERS else len(PAPERS)
+        tables_ = printed.get(key, [])
+        table_rank = tables_.index(table_key) if table_key in tables_ else len(tables_)
+        return paper_rank, key, table_rank, table_key
+
+    rows.sort(key=order)
+    return pd.DataFrame(rows, columns=list(OVERVIEW_COLUMNS))
 
 
 def summary_table(profile: str, paper: str, table) -> pd.DataFrame:

@@ -53,6 +53,7 @@ def test_record_normalises_table_seed_and_value():
     assert isinstance(r.seed, int) and isinstance(r.value, float)
     assert rec(seed=2.0).seed == 2
     assert rec(table=" fig2 ").table == "fig2"
+    assert rec(table="Table 2").table == "2" and rec(table="Fig. 5").table == "fig5"
 
 
 @pytest.mark.parametrize("metric,value", [("auroc", 1.5), ("fpr95", -0.01), ("id_accuracy", 95.0),
@@ -510,6 +511,17 @@ def test_compare_matches_settings_datasets_methods_and_metrics(runs):
     assert frame.loc[("kit", "MSP", "auroc"), "reproduced"] == pytest.approx(80.0)
 
 
+def test_compare_groups_spellings_of_paper_and_table(runs):
+    results.save([rec(paper="MME", table="Fig. 2", method="CO", dataset="id", metric="co_consistency", value=0.8),
+                  rec(paper="mme", table="fig2", method="CO", dataset="id", metric="co_consistency", value=0.9,
+                      seed=1),
+                  rec(table="Table 2", value=0.2), rec(table=2, value=0.4, seed=1)], "nb", "mini")
+    frame = results.compare("mini")
+    assert list(zip(frame["paper"], frame["table"], frame["n_seeds"])) == [("MME", "fig2", 2), ("greg", "2", 2)]
+    assert frame["reproduced"].tolist() == pytest.approx([0.85, 30.0])
+    assert len(results.overview("mini")) == 2
+
+
 def test_to_paper_units():
     assert results.to_paper_units("fpr95", 0.1055) == pytest.approx(10.55)
     assert results.to_paper_units("ID_accuracy", 0.5) == pytest.approx(50.0)
@@ -567,3 +579,29 @@ def test_summary_table_of_unprinted_tables(runs):
         results.summary_table("mini", "kit", "other")
     with pytest.raises(ValueError, match="valid: 1, 2, 3, 4, 5, 6"):
         results.summary_table("mini", "greg", 7)
+
+
+# ---------------------------------------------------------------------------------------------- overview
+
+def test_overview_empty(runs):
+    frame = results.overview("mini")
+    assert frame.empty and list(frame.columns) == list(results.OVERVIEW_COLUMNS)
+
+
+def test_overview_orders_papers_then_tables_then_the_kits_own(runs):
+    results.save([rec(paper="kit", table="baseline", method="MSP", dataset="letters", metric="auroc", value=0.8),
+                  rec(paper="MME", table="fig3", method="ViM (ReAct)", dataset="letters", metric="auroc", value=0.9),
+                  rec(paper="MME", table="1", method="MME", dataset="average", metric="auroc", value=0.9),
+                  rec(paper="MME", table="1", method="MME", dataset="letters", metric="auroc", value=0.9),
+                  rec(paper="MME", table="fig2", method="CO", dataset="mnist5k", metric="co_consistency", value=0.9),
+                  rec(paper="bood", table="3", method="BOOD", dataset="average", metric="fpr95", value=0.1),
+                  rec(value=0.2), rec(value=0.3, seed=1)], "nb", "mini")
+    frame = results.overview("mini")
+    assert list(zip(frame["paper"], frame["table"])) == [("greg", "2"), ("MME", "fig2"), ("MME", "1"),
+                                                        ("MME", "fig3"), ("bood", "3"), ("kit", "baseline")]
+    assert frame["transcribed"].tolist() == [True, True, True, False, True, False]
+    assert frame["numbers"].tolist() == [1, 1, 2, 1, 1, 1]
+    assert frame["with_paper_value"].tolist() == [1, 1, 1, 0, 1, 0]
+    assert frame["paper_settings"].tolist()[:3] == ["CIFAR-100/ResNet-18", "ImageNet-1K/ViT-B-16",
+                                                    "CIFAR-10/DenseNet-100"]
+    assert set(frame["settings"]) == {MINI}
