@@ -11,6 +11,7 @@ The summary notebook then reads them back::
     results.load_all(cfg.profile)        # every notebook's records, one DataFrame
     results.paper_table("greg", 2)       # the published Table 2 (ood_utils/tables/greg.csv)
     results.compare(cfg.profile)         # reproduced mean +- std next to the published value
+    results.overview(cfg.profile)        # which tables the records fill
     results.summary_table(cfg.profile, "greg", 2)
 
 Units: a record stores what :mod:`ood_utils.metrics` returns, fractions in [0, 1]; the papers print
