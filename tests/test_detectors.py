@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from ood_utils.detectors import DETECTORS, PRESETS, describe, describe_markdown, get_detector, get_truncation
+from pathlib import Path
+
+from ood_utils.detectors import (DETECTORS, PRESET_NOTES, PRESETS, describe, describe_markdown, get_detector,
+                                 get_truncation, readme_table, with_readme_table)
 from ood_utils.detectors import _numerics as nx
 from ood_utils.detectors.base import NotFittedError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 torch.set_num_threads(2)
 N, D, C = 500, 64, 10
@@ -93,9 +98,36 @@ def test_presets_and_overrides():
 def test_describe_table():
     rows = describe()
     assert {r["name"] for r in rows} == set(DETECTORS)
-    assert all(set(r) == {"name", "title", "kind", "description", "defaults", "cifar", "imagenet"} for r in rows)
+    cols = {"name", "title", "kind", "description", "defaults", "cifar", "imagenet", "public code"}
+    assert all(set(r) == cols for r in rows)
     md = describe_markdown()
     assert md.count("\n") == len(rows) + 1 and "| mme | MME |" in md
+    assert "KL(softmax \\|\\| mean" in md  # a | inside a cell is escaped, not a column break
+    mme = next(r for r in rows if r["name"] == "mme")
+    assert "temperature=0.1" in mme["cifar"] and "temperature=0.5" in mme["imagenet"]
+    assert "reference_imagenet: temperature=0.5, co_weight=0.5" in mme["public code"]
+
+
+def test_readme_table_is_generated_from_the_code():
+    """The README's detector table is describe_markdown() verbatim: regenerate it with
+    `python -m ood_utils.detectors --readme README.md` after changing a name, default or preset."""
+    text = README.read_text()
+    assert readme_table(text) == describe_markdown()
+    assert with_readme_table(text) == text
+    assert text.count("| mme | MME |") == 1  # one table
+
+
+def test_presets_are_documented_and_name_public_code_divergences():
+    assert set(PRESETS) == set(PRESET_NOTES) == {"cifar", "imagenet", "reference_imagenet", "openood"}
+    assert get_detector("react", preset="reference_imagenet").truncation.percentile == 99  # ViM-style code
+    assert get_detector("react", preset="imagenet").truncation.percentile == 90
+    gen = get_detector("gen", preset="reference_imagenet")
+    assert (gen.gamma, gen.M) == (0.01, 10)
+    assert get_detector("co", preset="reference_imagenet").co_weight == 0.5
+    assert get_detector("nnguide", preset="openood").k == 100 and get_detector("nnguide").k == 10
+    assert get_detector("mme", preset="openood").scale_percentile == 85
+    # composing uses the truncation's own preset
+    assert get_detector("vim", truncation="react", preset="reference_imagenet").truncation.percentile == 99
 
 
 def test_score_before_fit_and_shape_errors(data):
@@ -124,11 +156,71 @@ def test_score_before_fit_and_shape_errors(data):
         det.score(X, L[:, :3])
 
 
-def test_torch_inputs_and_missing_logits_match_numpy(data):
-    a = fit(get_detector("mme"), data).score(data["X_ood"])
-    det = get_detector("mme").fit(*(torch.from_numpy(data[k]) for k in ("X", "L", "y", "W", "b")))
+@pytest.mark.parametrize("name", feature_detectors())
+def test_torch_inputs_and_missing_logits_match_numpy(name, data):
+    kw = {"bank_fraction": 1.0} if name == "nnguide" else {}
+    a = fit(get_detector(name, **kw), data).score(data["X_ood"])  # test logits computed from W, b
+    det = get_detector(name, **kw).fit(*(torch.from_numpy(data[k]) for k in ("X", "L", "y", "W", "b")))
     b = det.score(torch.from_numpy(data["X_ood"]), torch.from_numpy(data["X_ood"] @ data["W"].T + data["b"]))
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    c = get_detector(name, **kw).fit(data["X"], None, data["y"], data["W"], data["b"]).score(data["X_ood"])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
+def test_logit_only_detectors_do_not_read_the_training_features(data):
+    """Fitting MSP, MLS, Energy or GEN costs nothing: the features are shape-checked, never scanned."""
+    X = data["X"].copy()
+    X[0, 0] = np.nan
+    for name in ("msp", "mls", "energy", "gen"):
+        get_detector(name).fit(X, data["L"], data["y"], data["W"], data["b"])
+    with pytest.raises(ValueError, match="feats contains NaN"):
+        get_detector("vim").fit(X, data["L"], data["y"], data["W"], data["b"])
+    L = data["L"].copy()
+    L[3, 1] = np.inf
+    with pytest.raises(ValueError, match="logits contains NaN or inf"):
+        get_detector("kl").fit(data["X"], L, data["y"], data["W"], data["b"])
+
+
+@pytest.mark.parametrize("name", feature_detectors())
+def test_scores_do_not_depend_on_the_block_size(name, data, monkeypatch):
+    """Every streaming pass gives the same scores with 7-row blocks as with the default blocks."""
+    kw = {"bank_fraction": 1.0} if name == "nnguide" else {}
+    Z = np.concatenate([data["X_id"], data["X_ood"]])
+    expected = fit(get_detector(name, **kw), data).score(Z)
+    monkeypatch.setattr(nx, "ROW_BLOCK", 7)
+    monkeypatch.setattr(nx, "BLOCK_BYTES", 4 * 7 * (2 * D + 2 * C))
+    got = fit(get_detector(name, **kw), data).score(Z)
+    # float32 block products round differently with other block sizes; ViM's residual space (eigenvectors
+    # inside a bulk of nearly equal eigenvalues here) amplifies that by 1 / eigengap
+    tol = 1e-4 if name in ("vim", "pca", "mme") else 1e-6
+    np.testing.assert_allclose(got, expected, rtol=10 * tol, atol=tol)
+
+
+def _peak_rss_growth_mb(run) -> float:
+    """Peak resident memory added while ``run()`` runs (MB), from the kernel's VmHWM counter."""
+    with open("/proc/self/clear_refs", "w") as fh:  # resets VmHWM to the current RSS
+        fh.write("5")
+    status = lambda key: int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])  # noqa: E731
+    before = status("VmRSS:")
+    run()
+    return (status("VmHWM:") - before) / 1024
+
+
+def test_no_detector_builds_an_n_by_n_train_matrix(monkeypatch):
+    """20k training and 20k test features: a 20k x 20k float32 matrix would take 1.6 GB. With 8 MB blocks
+    every detector (KNN's distances and NNGuide's similarities included) stays far below that."""
+    try:
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        pytest.skip("cannot reset the peak-RSS counter here")
+    monkeypatch.setattr(nx, "BLOCK_BYTES", 8 * 2**20)
+    big = make_data(seed=5, n=20_000, d=16, c=10)
+    Z = np.maximum(np.random.default_rng(6).normal(size=(20_000, 16)), 0).astype(np.float32)
+    for name in feature_detectors():
+        kw = {"bank_fraction": 1.0} if name == "nnguide" else {}
+        det = get_detector(name, **kw)
+        grown = _peak_rss_growth_mb(lambda: det.fit(big["X"], big["L"], big["y"], big["W"], big["b"]).score(Z))
+        assert grown < 300, f"{name}: peak memory grew by {grown:.0f} MB"
 
 
 def test_truncation_composes_with_any_score(data):
@@ -221,14 +313,31 @@ def test_mme_matches_direct_float64_transcription(preset, T, lam, data):
     assert det.last_overflow_count == int((expo > 88.7228).sum())
 
 
-def test_mme_extreme_inputs_stay_finite_and_count_overflows(data):
-    """Logits of magnitude 1e4 and an all-zero feature: the float32 reference overflows; the kit does not."""
-    W = data["W"] * 1000.0
-    X = data["X"]
+def extreme_data(data):
+    """The head scaled so that logits reach 1e4 in magnitude, two all-zero training features, and test
+    features with an all-zero row at index 20."""
+    W = data["W"] * 2000.0
+    X = data["X"].copy()
+    X[:2] = 0.0
     L = X @ W.T + data["b"]
     Z = np.concatenate([data["X_id"][:20], np.zeros((1, D), np.float32), data["X_ood"][:20]])
     LZ = Z @ W.T + data["b"]
-    assert np.abs(LZ).max() > 1e3 and np.abs(L).max() > 5e3
+    return W, X, L, Z, LZ
+
+
+@pytest.mark.parametrize("name", feature_detectors())
+def test_every_detector_is_finite_on_huge_logits_and_zero_features(name, data):
+    W, X, L, Z, LZ = extreme_data(data)
+    kw = {"bank_fraction": 1.0} if name == "nnguide" else {}
+    det = get_detector(name, **kw).fit(X, L, data["y"], W, data["b"])
+    s = det.score(Z, LZ)
+    assert s.shape == (41,) and np.all(np.isfinite(s))
+
+
+def test_mme_extreme_inputs_stay_finite_and_count_overflows(data):
+    """Logits of magnitude 1e4 and an all-zero feature: the float32 reference overflows; the kit does not."""
+    W, X, L, Z, LZ = extreme_data(data)
+    assert np.abs(LZ).max() >= 1e4 and np.abs(L).max() >= 1e4
     for mode in ("signed", "clamp"):
         det = get_detector("mme", preset="cifar", log_mode=mode).fit(X, L, data["y"], W, data["b"])
         s = det.score(Z, LZ)
@@ -320,13 +429,47 @@ def test_streaming_statistics_match_numpy():
     X64 = X.astype(np.float64)
     np.testing.assert_allclose(mean, X64.mean(0), rtol=1e-12)
     np.testing.assert_allclose(scatter / 2999, np.cov(X64.T), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(cm, np.stack([X64[y == j].mean(0) for j in range(5)]), rtol=1e-12)
+    # class sums: float32 per block of mean-shifted rows, float64 across blocks
+    np.testing.assert_allclose(cm, np.stack([X64[y == j].mean(0) for j in range(5)]), rtol=1e-9)
 
 
 def test_exact_quantile_without_copy_matches_numpy():
     X = np.random.default_rng(2).gamma(1.0, size=(2100, 2000)).astype(np.float32)  # 4.2M entries
     for q in (0.01, 0.5, 0.9, 0.99):
         assert nx.quantile(X, q) == pytest.approx(float(np.quantile(X, q)), rel=1e-7)
+
+
+def test_exact_quantiles_with_ties_and_extremes():
+    """Over 4M entries (the streaming path): ReLU zeros (ties at the lower bracket end), rounded values
+    (ties everywhere), q = 0 and q = 1."""
+    rng = np.random.default_rng(4)
+    qs = [0.0, 0.01, 0.3, 0.5, 0.9, 0.99, 1.0]
+    for X in (np.maximum(rng.normal(size=(2100, 2000)), 0), np.round(rng.normal(size=(2100, 2000)) * 3)):
+        X = X.astype(np.float32)
+        assert nx.quantiles(X, qs) == [float(v) for v in np.quantile(X, qs)]
+
+
+def test_pinv_solve_matches_numpy_pinv():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(10, 64))
+    b = rng.normal(size=10)
+    np.testing.assert_allclose(nx.pinv_solve(W, b), np.linalg.pinv(W) @ b, rtol=1e-10, atol=1e-12)
+    W[5] = W[2]  # rank-deficient head: the minimum-norm solution, as pinv
+    np.testing.assert_allclose(nx.pinv_solve(W, b), np.linalg.pinv(W) @ b, rtol=1e-8, atol=1e-10)
+
+
+def test_mahalanobis_with_a_singular_covariance_uses_the_pseudo_inverse(data):
+    """40 training samples in 64 dimensions: the shared covariance is singular (sklearn-style pinvh)."""
+    X, y = data["X"][:40].astype(np.float64), data["y"][:40]
+    present = np.unique(y)
+    means = np.stack([X[y == k].mean(0) for k in present])
+    centred = X - means[np.searchsorted(present, y)]
+    prec = np.linalg.pinv(centred.T @ centred / len(X), hermitian=True)
+    Z = data["X_ood"].astype(np.float64)
+    diff = Z[:, None, :] - means[None]
+    expected = -np.einsum("nkd,de,nke->nk", diff, prec, diff).min(axis=1)
+    det = get_detector("mahalanobis").fit(data["X"][:40], data["L"][:40], y, data["W"], data["b"])
+    np.testing.assert_allclose(det.score(data["X_ood"]), expected, rtol=1e-3)
 
 
 def test_kth_similarity_blocks_match_dense(monkeypatch):

@@ -9,6 +9,12 @@ score, times a known constant where the definitions differ only by a positive fa
 - VRA: their "VRA" is a two-sided clip to per-dimension quantiles, which is neither the original VRA nor
   MME's scalar clip: it is compared with the kit's ``vra_clip`` with ``per_dimension=True``; the original
   VRA and MME's clip are checked against float64 transcriptions in test_detectors.py.
+- ViM: earlier pytorch-ood versions clipped the logits to +-100 before the energy; 0.4.0 does not, and
+  the two agree also for logits in the hundreds (``test_vim_large_logits``).
+- NNGuide: their bank is whatever they are fitted on; fitted on the kit's random 1% (here 20%) subset of
+  the training rows, the two agree.
+Not in pytorch-ood 0.4: PCA (Guan et al.), the original VRA, NME+, CO+, MME (float64 transcriptions in
+test_detectors.py).
 """
 from __future__ import annotations
 
@@ -95,6 +101,18 @@ def test_vim(d):
 
 
 @torch.no_grad()
+def test_vim_large_logits(d):
+    """A head 30x larger: logits in the hundreds, where a +-100 clip would change the energy."""
+    W = d["t"]["W"] * 30
+    L = d["t"]["X"] @ W.T + d["t"]["b"]
+    LZ = d["t"]["Z"] @ W.T + d["t"]["b"]
+    assert float(LZ.abs().max()) > 200
+    ref = P.ViM(None, d=32, w=W, b=d["t"]["b"]).fit_features(d["t"]["X"], d["t"]["y"])
+    ours = get_detector("vim").fit(d["X"], L.numpy(), d["y"], W.numpy(), d["b"]).score(d["Z"], LZ.numpy())
+    close(ours, -ref.predict_features(d["t"]["Z"]), rtol=1e-4)
+
+
+@torch.no_grad()
 def test_she(d):
     ref = P.SHE(None, d["head"]).fit_features(d["t"]["X"], d["t"]["y"])
     close(kit("she", d), -ref.predict_features(d["t"]["Z"]))
@@ -110,6 +128,16 @@ def test_knn(d):
 def test_nnguide_full_bank(d):
     ref = P.NNGuide(None, d["head"], k=10).fit_features(d["t"]["X"], d["t"]["y"])
     close(kit("nnguide", d, k=10, bank_fraction=1.0), -ref.predict_features(d["t"]["Z"]), rtol=1e-4)
+
+
+@torch.no_grad()
+def test_nnguide_random_bank(d):
+    """The kit's bank is a seeded random subset of the training rows; pytorch-ood fitted on the same rows."""
+    from ood_utils.detectors.scores import _bank_indices
+
+    idx = _bank_indices(d["X"].shape[0], 0.2, seed=3)
+    ref = P.NNGuide(None, d["head"], k=10).fit_features(d["t"]["X"][idx], d["t"]["y"][idx])
+    close(kit("nnguide", d, k=10, bank_fraction=0.2, seed=3), -ref.predict_features(d["t"]["Z"]), rtol=1e-4)
 
 
 @torch.no_grad()

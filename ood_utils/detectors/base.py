@@ -52,6 +52,9 @@ class Detector:
     presets: ClassVar[dict] = {}
     needs_labels: ClassVar[bool] = False
     kind: ClassVar[str] = "score"
+    #: the training arrays ``_fit`` reads. Logit-only scores read neither (fitting them is free), KL
+    #: matching reads only the logits; arrays a detector does not read are shape-checked, not scanned.
+    fit_inputs: ClassVar[tuple] = ("feats", "logits")
 
     def __init__(self, truncation=None, **hparams):
         unknown = sorted(set(hparams) - set(self.defaults))
@@ -104,11 +107,13 @@ class Detector:
         """Scores of test samples: 1-D float64, higher = more in-distribution."""
         if not self._fitted:
             raise NotFittedError(f"detector {self.name!r} is not fitted: call .fit(feats, logits, labels, W, b) first")
-        feats, logits = self._check_score_inputs(feats, logits)
         if self.truncation is not None:
-            # the scoring function sees g(z) and the logits W' g(z) + b (the given logits are not used)
-            gz = self.truncation.transform(feats)
-            feats, logits = gz, self.truncation.logits(feats, gz)
+            # the scoring function sees g(z) and the logits W' g(z) + b (SCALE derives them from the given
+            # logits W z + b; the other truncations multiply g(z) by the head)
+            feats, logits = self._check_score_inputs(feats, logits, need_logits=False)
+            feats, logits = self.truncation.apply(feats, logits)
+        else:
+            feats, logits = self._check_score_inputs(feats, logits)
         out = np.asarray(self._score(feats, logits), dtype=np.float64).reshape(-1)
         if out.shape[0] != feats.shape[0]:
             raise RuntimeError(f"{self.name}: produced {out.shape[0]} scores for {feats.shape[0]} samples")
@@ -139,12 +144,13 @@ class Detector:
         c = W.shape[0]
         if b.shape != (c,):
             raise _shape_error("b", f"(C={c},)", b)
-        if logits is None:
-            logits = nx.linear(feats, W, b)
-        else:
+        uses = set(self.fit_inputs) | ({"feats"} if self.truncation is not None else set())
+        if logits is not None:
             logits = to_numpy(logits, "logits")
             if logits.shape != (n, c):
                 raise _shape_error("logits", f"(N={n}, C={c})", logits)
+        elif "logits" in uses:
+            logits = nx.linear(feats, W, b)
         if labels is not None:
             labels = to_numpy(labels, "labels", dtype=np.int64)
             if labels.shape != (n,):
@@ -153,21 +159,22 @@ class Detector:
                 raise ValueError(f"labels must lie in [0, C={c}); got range [{labels.min()}, {labels.max()}]")
         elif self.needs_labels:
             raise ValueError(f"detector {self.name!r} needs the training labels: fit(feats, logits, labels, W, b)")
-        for name, arr in (("feats", feats), ("logits", logits), ("W", W), ("b", b)):
-            if not np.all(np.isfinite(arr)):
+        arrays = {"feats": feats, "logits": logits, "W": W, "b": b}
+        for name in ("W", "b", *sorted(uses)):
+            if not nx.all_finite(arrays[name]):
                 raise ValueError(f"{name} contains NaN or inf")
         return feats, logits, labels, W, b
 
-    def _check_score_inputs(self, feats, logits):
+    def _check_score_inputs(self, feats, logits, need_logits: bool = True):
         feats = to_numpy(feats, "feats")
         if feats is None or feats.ndim != 2 or feats.shape[1] != self.dim_:
             raise ValueError(
                 f"feats must have shape (N, D={self.dim_}) as in fit, got "
                 f"{None if feats is None else tuple(feats.shape)}")
-        if logits is None:
-            logits = nx.linear(feats, self.W_, self.b_)
-        else:
+        if logits is not None:
             logits = to_numpy(logits, "logits")
             if logits.shape != (feats.shape[0], self.num_classes_):
                 raise _shape_error("logits", f"(N={feats.shape[0]}, C={self.num_classes_})", logits)
+        elif need_logits:
+            logits = nx.linear(feats, self.W_, self.b_)
         return feats, logits

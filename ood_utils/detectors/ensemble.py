@@ -34,7 +34,8 @@ import torch
 
 from . import _numerics as nx
 from .base import Detector
-from .scores import _resolve, fdbd_scores, inverse_boundary_distances, pca_k, vim_dim
+from .scores import (TINY, _resolve, boundary_sums, inverse_boundary_distances, pca_k, reconstruction_terms,
+                     residual_norms, vim_dim, vim_residual_space)
 from .truncation import SCALE, VRAClip
 
 #: added to feature norms before normalising, as in the reference code (keeps a zero feature finite)
@@ -45,8 +46,12 @@ class _NMEMixin:
     """Nearest-mean-of-exemplars on normalised features (Rebuffi et al. 2017; MME App. B.2)."""
 
     def _fit_nme(self, feats, labels, num_classes):
-        normed = nx.normalize_rows(feats, NORM_EPS)
-        sums, counts = nx.class_sums(normed, labels, num_classes)
+        # normalise and sum a block at a time: no normalised copy of the training features is kept
+        class_sums = nx.ClassSums(num_classes, feats.shape[1])
+        for s in nx.row_blocks(feats.shape[0], feats.shape[1]):
+            class_sums.add(nx.normalize_rows(feats[s], NORM_EPS), labels[s])
+        sums = class_sums.total
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
         if (counts == 0).any():
             missing = np.flatnonzero(counts == 0)[:10].tolist()
             raise ValueError(f"NME needs at least one training sample per class; none for classes {missing}...")
@@ -54,17 +59,24 @@ class _NMEMixin:
         means /= np.linalg.norm(means, axis=1, keepdims=True)
         self.class_means_ = means.astype(np.float32)
 
-    def nme_distances(self, feats: np.ndarray) -> np.ndarray:
-        """d_c = ||z_hat - m_c||^2 for one block of rows (float64, N x C)."""
-        zh = nx.normalize_rows(feats, NORM_EPS)
-        zh_sq = nx.row_norms(zh) ** 2
-        cross = nx.mm(zh, self.class_means_.T.copy()).astype(np.float64)
-        return np.maximum(zh_sq[:, None] + 1.0 - 2.0 * cross, 0.0)
+    def nme_distances(self, feats: np.ndarray) -> torch.Tensor:
+        """d_c = ||z_hat - m_c||^2 for one block of rows (float32 tensor, N x C), z_hat = z / (||z|| + eps).
 
-    def log_nme_plus(self, d: np.ndarray) -> np.ndarray:
-        """log NME+ = log sum_j exp((d_j - d_min) / T) (>= 0; never overflows)."""
-        x = torch.from_numpy((d - d.min(axis=1, keepdims=True)) / self.temperature)
-        return torch.logsumexp(x, dim=1).numpy()
+        = |z_hat|^2 + |m_c|^2 - 2 z_hat.m_c with |m_c| = 1, and z_hat.m_c = (z.m_c) / (||z|| + eps): the
+        product runs on the raw features, so no normalised copy of them is made."""
+        z = nx.t(feats)
+        norm = nx.norms(z)
+        inv_norm = 1.0 / (norm + NORM_EPS)
+        zh_sq = (norm * inv_norm) ** 2  # 1, or 0 for a zero feature
+        cross = z @ nx.t(self.class_means_).T
+        d = (zh_sq + 1.0)[:, None] - 2.0 * inv_norm[:, None] * cross
+        return torch.clamp(d, min=0.0)
+
+    def log_nme_plus(self, d: torch.Tensor) -> np.ndarray:
+        """log NME+ = log sum_j exp((d_j - d_min) / T) = logsumexp(d / T) - d_min / T, float64. Never
+        overflows (logsumexp shifts by the max), and it is >= log C, so the difference does not cancel."""
+        inv_t = 1.0 / self.temperature
+        return (nx.lse_rows(d * inv_t) - d.amin(dim=1) * inv_t).double().numpy()
 
 
 class NMEPlus(_NMEMixin, Detector):
@@ -93,6 +105,7 @@ class COPlus(_NMEMixin, Detector):
     name, title, kind = "co", "CO+", "ensemble"
     summary = "lambda if the nearest class mean and the max-logit class agree, else 1"
     defaults = {"co_weight": 2.0}
+    presets = {"reference_imagenet": {"co_weight": 0.5}}
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
@@ -102,7 +115,7 @@ class COPlus(_NMEMixin, Detector):
         """CO(x) of eq. (4): True where argmin_c d_c == argmax_c l_c."""
         out = np.empty(feats.shape[0], dtype=bool)
         for s in nx.row_blocks(feats.shape[0], feats.shape[1] + 2 * self.class_means_.shape[0]):
-            out[s] = self.nme_distances(feats[s]).argmin(axis=1) == logits[s].argmax(axis=1)
+            out[s] = (self.nme_distances(feats[s]).argmin(dim=1) == nx.t(logits[s]).argmax(dim=1)).numpy()
         return out
 
     def _score(self, feats, logits):
@@ -126,7 +139,7 @@ class NMEPlusCO(_NMEMixin, Detector):
         out = np.empty(feats.shape[0], dtype=np.float64)
         for s in nx.row_blocks(feats.shape[0], feats.shape[1] + 2 * self.class_means_.shape[0]):
             d = self.nme_distances(feats[s])
-            agree = d.argmin(axis=1) == logits[s].argmax(axis=1)
+            agree = (d.argmin(dim=1) == nx.t(logits[s]).argmax(dim=1)).numpy()
             out[s] = self.log_nme_plus(d) + np.where(agree, np.log(float(self.co_weight)), 0.0)
         return out
 
@@ -146,13 +159,15 @@ class MME(_NMEMixin, Detector):
     presets = {"cifar": {"temperature": 0.1, "co_weight": 2.0},
                "imagenet": {"temperature": 0.5, "co_weight": 2.0},
                # the stand-alone reference script on ImageNet: agreement *penalised* (0.5), against the paper
-               "reference_imagenet": {"temperature": 0.5, "co_weight": 0.5}}
+               "reference_imagenet": {"temperature": 0.5, "co_weight": 0.5},
+               # the OpenOOD fork: SCALE inside MME at p = 85 (the stand-alone SCALE baseline's value)
+               "openood": {"scale_percentile": 85.0}}
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
         if self.log_mode not in ("signed", "clamp"):
             raise ValueError(f"log_mode must be 'signed' or 'clamp', got {self.log_mode!r}")
-        n, d = feats.shape
+        d = feats.shape[1]
         self.scale_ = SCALE(percentile=self.scale_percentile).fit(feats, W, b)
         self.vra_ = VRAClip(lower=self.vra_lower, upper=self.vra_upper).fit(feats, W, b)
         # one streaming pass gives the mean and scatter used by both ViM (about u) and PCA (about the mean)
@@ -160,12 +175,8 @@ class MME(_NMEMixin, Detector):
         self.mean_ = mean.astype(np.float32)
         # ViM: u = -pinv(W) b, NS = eigenvectors after the top DIM of cov(F - u), alpha on raw features
         self.dim_principal_ = _resolve(self.dim, vim_dim, d, "dim")
-        u = -(np.linalg.pinv(W.astype(np.float64)) @ b.astype(np.float64))
-        du = mean - u
-        self.u_ = u.astype(np.float32)
-        cov_u = (scatter + n * np.outer(du, du)) / n
-        self.NS_ = np.ascontiguousarray(nx.bottom_eigvecs(cov_u, d - self.dim_principal_), dtype=np.float32)
-        self.alpha_ = float(logits.max(axis=1).astype(np.float64).mean() / self._vim_residual(feats).mean())
+        self.u_, self.NS_ = vim_residual_space(W, b, mean, scatter, feats.shape[0], self.dim_principal_)
+        self.alpha_ = float(nx.row_max(logits).mean() / residual_norms(feats, self.u_, self.NS_).mean())
         # PCA: top-k principal directions of the training features
         self.k_ = _resolve(self.k, pca_k, d, "k")
         self.U_ = np.ascontiguousarray(nx.top_eigvecs(scatter, self.k_), dtype=np.float32)
@@ -173,29 +184,19 @@ class MME(_NMEMixin, Detector):
         self.inv_boundary_ = inverse_boundary_distances(W)
         self._fit_nme(feats, labels, W.shape[0])
 
-    def _vim_residual(self, z):
-        out = np.empty(z.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(z.shape[0], z.shape[1] + self.NS_.shape[1]):
-            out[s] = nx.row_norms(nx.mm(z[s] - self.u_, self.NS_))
-        return out
-
     def components(self, feats: np.ndarray, logits: np.ndarray) -> dict:
         """Every factor of eq. (7) for one block of rows (float64 arrays)."""
-        scale_logits = self.scale_.logits_from_raw(feats, logits)
+        scale_logits = nx.t(self.scale_.logits_from_raw(feats, logits))
         zv = self.vra_.transform(feats)
         vra_logits = nx.linear(zv, self.W_, self.b_)
-        # PCA factor (1 - r) on the VRA feature
-        zc = zv - self.mean_
-        dist_sq = nx.row_norms(zc) ** 2
-        proj_sq = nx.row_norms(nx.mm(zc, self.U_)) ** 2
-        r = np.sqrt(np.maximum(dist_sq - proj_sq, 0.0)) / np.maximum(nx.row_norms(zv), np.finfo(np.float32).tiny)
+        pca_residual, distance_to_mean, norm = reconstruction_terms(zv, self.mean_, self.U_)
         d = self.nme_distances(feats)
-        agree = scale_logits.argmax(axis=1) == d.argmin(axis=1)
+        agree = (scale_logits.argmax(dim=1) == d.argmin(dim=1)).numpy()
         return {
-            "scale_energy": nx.logsumexp(scale_logits),
-            "virtual_logit": self.alpha_ * self._vim_residual(zv),
-            "fdbd": fdbd_scores(vra_logits, self.inv_boundary_, zv, self.mean_),
-            "one_minus_r": 1.0 - r,
+            "scale_energy": nx.lse_rows(scale_logits).double().numpy(),
+            "virtual_logit": self.alpha_ * residual_norms(zv, self.u_, self.NS_),
+            "fdbd": boundary_sums(vra_logits, self.inv_boundary_) / np.maximum(distance_to_mean, TINY),
+            "one_minus_r": 1.0 - pca_residual / norm,
             "log_nme": self.log_nme_plus(d),
             "co": np.where(agree, float(self.co_weight), 1.0),
         }

@@ -9,11 +9,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from . import _numerics as nx
 from .base import Detector
+
+#: smallest positive float32: stands in for a zero norm or distance in a denominator
+TINY = float(np.finfo(np.float32).tiny)
 
 
 def vim_dim(d: int) -> int:
@@ -47,13 +49,13 @@ class MSP(Detector):
     name, title = "msp", "MSP"
     summary = "maximum softmax probability"
     defaults = {"temperature": 1.0}
+    fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
         pass
 
     def _score(self, feats, logits):
-        inv_t = 1.0 / self.temperature
-        return np.exp(logits.max(axis=1).astype(np.float64) * inv_t - nx.logsumexp(logits, inv_t))
+        return nx.max_softmax(logits, 1.0 / self.temperature)
 
 
 class MLS(Detector):
@@ -61,12 +63,13 @@ class MLS(Detector):
 
     name, title = "mls", "MLS"
     summary = "maximum logit"
+    fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
         pass
 
     def _score(self, feats, logits):
-        return logits.max(axis=1).astype(np.float64)
+        return nx.row_max(logits)
 
 
 class Energy(Detector):
@@ -75,6 +78,7 @@ class Energy(Detector):
     name, title = "energy", "Energy"
     summary = "negative free energy T log sum exp(l/T)"
     defaults = {"temperature": 1.0}
+    fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
         pass
@@ -89,29 +93,35 @@ class KLMatching(Detector):
 
     name, title = "kl", "KL matching"
     summary = "-min_k KL(softmax || mean softmax of samples predicted k)"
+    fit_inputs = ("logits",)
 
     def _fit(self, feats, logits, labels, W, b):
         c = logits.shape[1]
         sums = np.zeros((c, c), dtype=np.float64)
         counts = np.zeros(c, dtype=np.float64)
-        for s in nx.row_blocks(logits.shape[0], 4 * c):
-            p = torch.softmax(nx.t(logits[s]).double(), dim=1).numpy()
-            pred = p.argmax(axis=1)
-            np.add.at(sums, pred, p)
-            counts += np.bincount(pred, minlength=c)
+        for s in nx.row_blocks(logits.shape[0], c):
+            p = torch.softmax(nx.t(logits[s]), dim=1)
+            pred = p.argmax(dim=1)
+            # per-block class sums in float32 (a few rows per class), accumulated in float64
+            sums += torch.zeros((c, c)).index_add_(0, pred, p).numpy()
+            counts += np.bincount(pred.numpy(), minlength=c)
         seen = counts > 0
         templates = sums[seen] / counts[seen, None]
-        self.log_templates_ = np.log(np.maximum(templates, np.finfo(np.float64).tiny))
+        # log 0 -> log(tiny) ~ -708: a class the template never predicts costs a huge but finite KL
+        log_templates = np.log(np.maximum(templates, np.finfo(np.float64).tiny))
+        self.log_templates_ = np.ascontiguousarray(log_templates.T, dtype=np.float32)  # C x K
 
     def _score(self, feats, logits):
         out = np.empty(logits.shape[0], dtype=np.float64)
-        log_d = nx.t(self.log_templates_.T.copy())
-        for s in nx.row_blocks(logits.shape[0], 4 * logits.shape[1]):
-            logp = torch.log_softmax(nx.t(logits[s]).double(), dim=1)
-            p = logp.exp()
-            neg_entropy = torch.where(p > 0, p * logp, 0.0).sum(dim=1)  # sum p log p, with 0 log 0 = 0
+        log_d = nx.t(self.log_templates_)
+        for s in nx.row_blocks(logits.shape[0], logits.shape[1]):
+            l = nx.t(logits[s])
+            logp = l - nx.lse_rows(l)[:, None]  # log_softmax, without exp's slow path (see lse_rows)
+            p = torch.softmax(l, dim=1)
+            # sum p log p: logp is finite for finite logits, so an underflowed p gives 0 * finite = 0
+            neg_entropy = (p * logp).sum(dim=1)
             kl = neg_entropy[:, None] - p @ log_d
-            out[s] = -kl.min(dim=1).values.numpy()
+            out[s] = -kl.amin(dim=1).numpy()
         return out
 
 
@@ -122,6 +132,8 @@ class GEN(Detector):
     name, title = "gen", "GEN"
     summary = "-sum_top-M p^g (1-p)^g"
     defaults = {"gamma": 0.1, "M": 100}
+    presets = {"reference_imagenet": {"gamma": 0.01, "M": 10}}
+    fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
         pass
@@ -129,8 +141,8 @@ class GEN(Detector):
     def _score(self, feats, logits):
         m = min(int(self.M), logits.shape[1])
         out = np.empty(logits.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(logits.shape[0], 4 * logits.shape[1]):
-            p = torch.softmax(nx.t(logits[s]).double(), dim=1)
+        for s in nx.row_blocks(logits.shape[0], logits.shape[1]):
+            p = torch.softmax(nx.t(logits[s]), dim=1)
             if m < p.shape[1]:
                 p = torch.topk(p, m, dim=1, sorted=False).values
             out[s] = -(p.pow(self.gamma) * (1.0 - p).pow(self.gamma)).sum(dim=1).numpy()
@@ -160,33 +172,37 @@ class Mahalanobis(Detector):
         self.whiten_ = whiten.astype(np.float32)
         self.mean_ = mean.astype(np.float32)
         self.white_means_ = (dm @ whiten).astype(np.float32)
-        self.white_means_sq_ = (self.white_means_.astype(np.float64) ** 2).sum(axis=1)
+        self.white_means_sq_ = (self.white_means_.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
 
     def _score(self, feats, logits):
         out = np.empty(feats.shape[0], dtype=np.float64)
+        whiten, means, means_sq = nx.t(self.whiten_), nx.t(self.white_means_), nx.t(self.white_means_sq_)
         for s in nx.row_blocks(feats.shape[0], 2 * feats.shape[1] + self.white_means_.shape[0]):
-            a = nx.mm(feats[s] - self.mean_, self.whiten_)
-            a_sq = (a.astype(np.float64) ** 2).sum(axis=1)
-            cross = nx.mm(a, self.white_means_.T.copy()).astype(np.float64)
-            d2 = a_sq[:, None] + self.white_means_sq_[None, :] - 2.0 * cross
-            out[s] = -np.maximum(d2, 0.0).min(axis=1)
+            a = (nx.t(feats[s]) - nx.t(self.mean_)) @ whiten
+            a_sq = nx.norms(a).double() ** 2
+            # min_k ||a - b_k||^2 = |a|^2 + min_k (|b_k|^2 - 2 a.b_k): one product with all class means
+            nearest = torch.addmm(means_sq, a, means.T, alpha=-2.0).amin(dim=1)
+            out[s] = -torch.clamp(a_sq + nearest.double(), min=0.0).numpy()
         return out
 
 
 def whitening_matrix(cov: np.ndarray) -> np.ndarray:
     """A matrix M with M M^T = pinv(cov), so that (z - mu)^T pinv(cov) (z - mu) = ||(z - mu) M||^2.
 
-    Positive definite cov: M = L^-T from the Cholesky factor cov = L L^T (cheap). Singular cov (e.g. fewer
-    samples than dimensions): eigenvectors scaled by 1/sqrt(eigenvalue) over the non-null eigenvalues,
-    with the pseudo-inverse cut-off of sklearn's EmpiricalCovariance (pinvh)."""
-    try:
-        chol = np.linalg.cholesky(cov)
-        inv_l = scipy.linalg.solve_triangular(chol, np.eye(cov.shape[0]), lower=True)
-        return inv_l.T
-    except np.linalg.LinAlgError:
-        vals, vecs = np.linalg.eigh(cov)
-        keep = vals > vals.max() * cov.shape[0] * np.finfo(np.float64).eps
-        return vecs[:, keep] / np.sqrt(vals[keep])
+    The scatter comes from float32 products, so eigenvalues below D x float32-eps x the largest are rounding
+    noise: a covariance with such directions (e.g. fewer samples than dimensions) is singular. Well
+    conditioned: M = L^-T from the Cholesky factor cov = L L^T (cheap). Singular: eigenvectors scaled by
+    1/sqrt(eigenvalue) over the eigenvalues above that floor (a pseudo-inverse, as sklearn's pinvh)."""
+    floor = cov.shape[0] * np.finfo(np.float32).eps * float(np.max(np.diag(cov)))
+    with nx.single_thread():
+        chol, info = torch.linalg.cholesky_ex(nx.lapack_input(cov))
+        # the squared pivots of a Cholesky factor bound the smallest eigenvalue from above
+        if int(info) == 0 and float(torch.diagonal(chol).min()) ** 2 > floor:
+            eye = torch.eye(cov.shape[0], dtype=torch.float64)
+            return torch.linalg.solve_triangular(chol, eye, upper=False).T.numpy()
+    vals, vecs = nx.eigh_descending(cov)
+    keep = vals > cov.shape[0] * np.finfo(np.float32).eps * vals.max()
+    return vecs[:, keep] / np.sqrt(vals[keep])
 
 
 class ViM(Detector):
@@ -199,26 +215,39 @@ class ViM(Detector):
     defaults = {"dim": "auto"}
 
     def _fit(self, feats, logits, labels, W, b):
-        n, d = feats.shape
+        d = feats.shape[1]
         self.dim_principal_ = _resolve(self.dim, vim_dim, d, "dim")
-        self.u_ = -(np.linalg.pinv(W.astype(np.float64)) @ b.astype(np.float64))
         mean, scatter = nx.mean_and_scatter(feats)
-        du = mean - self.u_
-        cov_u = (scatter + n * np.outer(du, du)) / n
-        self.NS_ = np.ascontiguousarray(nx.bottom_eigvecs(cov_u, d - self.dim_principal_), dtype=np.float32)
-        residual = self.residual_norm(feats)
-        self.alpha_ = float(logits.max(axis=1).astype(np.float64).mean() / residual.mean())
+        self.u_, self.NS_ = vim_residual_space(W, b, mean, scatter, feats.shape[0], self.dim_principal_)
+        residual = residual_norms(feats, self.u_, self.NS_)
+        self.alpha_ = float(nx.row_max(logits).mean() / residual.mean())
 
     def residual_norm(self, feats: np.ndarray) -> np.ndarray:
         """||(z - u) NS|| per row (float64)."""
-        u = self.u_.astype(np.float32)
-        out = np.empty(feats.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(feats.shape[0], feats.shape[1] + self.NS_.shape[1]):
-            out[s] = nx.row_norms(nx.mm(feats[s] - u, self.NS_))
-        return out
+        return residual_norms(feats, self.u_, self.NS_)
 
     def _score(self, feats, logits):
         return nx.logsumexp(logits) - self.alpha_ * self.residual_norm(feats)
+
+
+def vim_residual_space(W: np.ndarray, b: np.ndarray, mean: np.ndarray, scatter: np.ndarray, n: int, dim: int):
+    """ViM's origin u = -pinv(W) b (float32) and residual space NS (D x (D - dim), float32): the
+    eigenvectors after the top ``dim`` of the covariance of (F - u), about u ("assume centred"), from the
+    mean and scatter of the n training features."""
+    u = -nx.pinv_solve(W, b)
+    du = mean - u
+    cov_u = (scatter + n * np.outer(du, du)) / n  # scatter about u, from the scatter about the mean
+    NS = nx.bottom_eigvecs(cov_u, W.shape[1] - dim)
+    return u.astype(np.float32), np.ascontiguousarray(NS, dtype=np.float32)
+
+
+def residual_norms(feats: np.ndarray, u: np.ndarray, NS: np.ndarray) -> np.ndarray:
+    """||(z - u) NS|| per row (float64): the norm of the feature's part outside the principal space."""
+    out = np.empty(feats.shape[0], dtype=np.float64)
+    for s in nx.row_blocks(feats.shape[0], feats.shape[1] + NS.shape[1]):
+        proj = (nx.t(feats[s]) - nx.t(u)) @ nx.t(NS)
+        out[s] = nx.norms(proj).numpy()
+    return out
 
 
 class SHE(Detector):
@@ -231,21 +260,24 @@ class SHE(Detector):
 
     def _fit(self, feats, logits, labels, W, b):
         c = W.shape[0]
-        correct = logits.argmax(axis=1) == labels
-        sums, counts = nx.class_sums(feats[correct], labels[correct], c)
-        all_sums, all_counts = nx.class_sums(feats, labels, c)
+        correct = nx.t(logits).argmax(dim=1).numpy() == labels
+        # misclassified samples go to an extra class C: one pass, no copy of the correct rows
+        sums, counts = nx.class_sums(feats, np.where(correct, labels, c), c + 1)
+        sums, counts = sums[:c], counts[:c]
         empty = counts == 0
         if empty.any():
             warnings.warn(f"SHE: {int(empty.sum())} classes have no correctly predicted training sample; "
                           "using the mean of all their samples", stacklevel=3)
+            all_sums, all_counts = nx.class_sums(feats, labels, c)
             sums[empty], counts[empty] = all_sums[empty], all_counts[empty]
         self.patterns_ = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
     def _score(self, feats, logits):
-        pred = logits.argmax(axis=1)
+        pred = nx.t(logits).argmax(dim=1)
+        patterns = nx.t(self.patterns_)
         out = np.empty(feats.shape[0], dtype=np.float64)
         for s in nx.row_blocks(feats.shape[0], 2 * feats.shape[1]):
-            out[s] = np.einsum("ij,ij->i", feats[s].astype(np.float64), self.patterns_[pred[s]].astype(np.float64))
+            out[s] = (nx.t(feats[s]) * patterns[pred[s]]).sum(dim=1).numpy()
         return out
 
 
@@ -269,19 +301,34 @@ class PCA(Detector):
 
     def one_minus_r(self, z: np.ndarray) -> np.ndarray:
         """1 - relative reconstruction error of the (already clipped) features z (float64)."""
-        out = np.empty(z.shape[0], dtype=np.float64)
-        for s in nx.row_blocks(z.shape[0], z.shape[1] + self.U_.shape[1]):
-            zc = z[s] - self.mean_
-            total = nx.row_norms(zc) ** 2
-            proj = nx.row_norms(nx.mm(zc, self.U_)) ** 2
-            resid = np.sqrt(np.maximum(total - proj, 0.0))
-            norm = nx.row_norms(z[s])
-            out[s] = 1.0 - resid / np.maximum(norm, np.finfo(np.float32).tiny)
-        return out
+        return 1.0 - relative_reconstruction_error(z, self.mean_, self.U_)
 
     def _score(self, feats, logits):
-        zc = np.minimum(feats, self.threshold_)
+        zc = torch.clamp(nx.t(feats), max=float(self.threshold_)).numpy()
         return nx.logsumexp(nx.linear(zc, self.W_, self.b_)) * self.one_minus_r(zc)
+
+
+def relative_reconstruction_error(z: np.ndarray, mean: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """r = ||(z - mu)(I - U U^T)|| / ||z|| per row (float64), with U orthonormal columns."""
+    residual, _, norm = reconstruction_terms(z, mean, U)
+    return residual / norm
+
+
+def reconstruction_terms(z: np.ndarray, mean: np.ndarray, U: np.ndarray):
+    """Per row (float64): ||(z - mu)(I - U U^T)||, ||z - mu|| and ||z||.
+
+    ||(z - mu)(I - U U^T)||^2 = ||z - mu||^2 - ||(z - mu) U||^2 (Pythagoras): a D x k product per row
+    instead of the D x D projector. A zero feature gets the smallest float32 as its norm (r stays finite)."""
+    residual, distance, norm = (np.empty(z.shape[0], dtype=np.float64) for _ in range(3))
+    for s in nx.row_blocks(z.shape[0], 2 * z.shape[1] + U.shape[1]):
+        zs = nx.t(z[s])
+        zc = zs - nx.t(mean)
+        total = nx.norms(zc).double() ** 2
+        projected = nx.norms(zc @ nx.t(U)).double() ** 2
+        residual[s] = torch.sqrt(torch.clamp(total - projected, min=0.0)).numpy()
+        distance[s] = torch.sqrt(total).numpy()
+        norm[s] = torch.clamp(nx.norms(zs), min=TINY).numpy()
+    return residual, distance, norm
 
 
 class KNN(Detector):
@@ -294,28 +341,37 @@ class KNN(Detector):
     defaults = {"k": 50, "bank_fraction": 1.0, "seed": 0}
     presets = {"cifar": {"k": 50}, "imagenet": {"k": 1000}}
 
+    fit_inputs = ("feats",)
+
     def _fit(self, feats, logits, labels, W, b):
-        idx = _bank_indices(feats.shape[0], self.bank_fraction, self.seed)
-        norms = nx.row_norms(feats[idx])
-        idx = idx[norms > 0]
-        if int(self.k) > idx.size:
-            raise ValueError(f"k={self.k} exceeds the number of training features in the bank ({idx.size})")
-        self.bank_ = nx.normalize_rows(feats[idx])
+        bank = _bank_rows(feats, self.bank_fraction, self.seed)
+        nonzero = nx.row_norms(bank) > 0
+        if not nonzero.all():
+            bank = bank[nonzero]
+        if int(self.k) > bank.shape[0]:
+            raise ValueError(f"k={self.k} exceeds the number of training features in the bank ({bank.shape[0]})")
+        self.bank_ = nx.normalize_rows(bank)
 
     def _score(self, feats, logits):
         q = nx.normalize_rows(feats)
-        q_sq = (nx.row_norms(q) ** 2)
+        q_sq = (nx.row_norms(feats) > 0).astype(np.float64)  # |q|^2: 1, or 0 for a zero feature
         s_k = nx.kth_largest_similarity(q, self.bank_, int(self.k))
         return -np.sqrt(np.maximum(q_sq + 1.0 - 2.0 * s_k, 0.0))
 
 
-def _bank_indices(n: int, fraction: float, seed: int) -> np.ndarray:
+def _bank_indices(n: int, fraction: float, seed: int) -> np.ndarray | None:
+    """Sorted indices of a random ``fraction`` of n rows; None for all rows (no copy needed)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"bank_fraction must be in (0, 1], got {fraction}")
     if fraction >= 1:
-        return np.arange(n)
+        return None
     m = max(1, int(round(n * fraction)))
     return np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+
+
+def _bank_rows(x: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    idx = _bank_indices(x.shape[0], fraction, seed)
+    return x if idx is None else x[idx]
 
 
 class NNGuide(Detector):
@@ -326,13 +382,14 @@ class NNGuide(Detector):
     name, title = "nnguide", "NNGuide"
     summary = "energy times mean top-k similarity to an energy-scaled bank of training features"
     defaults = {"k": 10, "bank_fraction": 0.01, "seed": 0}
+    presets = {"reference_imagenet": {"k": 100}, "openood": {"k": 100}}
 
     def _fit(self, feats, logits, labels, W, b):
-        idx = _bank_indices(feats.shape[0], self.bank_fraction, self.seed)
-        if int(self.k) > idx.size:
-            raise ValueError(f"k={self.k} exceeds the bank size {idx.size} (bank_fraction={self.bank_fraction})")
-        conf = nx.logsumexp(logits[idx])
-        self.bank_ = (nx.normalize_rows(feats[idx]) * conf[:, None]).astype(np.float32)
+        bank = _bank_rows(feats, self.bank_fraction, self.seed)
+        if int(self.k) > bank.shape[0]:
+            raise ValueError(f"k={self.k} exceeds the bank size {bank.shape[0]} (bank_fraction={self.bank_fraction})")
+        conf = nx.logsumexp(_bank_rows(logits, self.bank_fraction, self.seed))
+        self.bank_ = nx.normalize_rows(bank) * conf[:, None].astype(np.float32)
 
     def _score(self, feats, logits):
         guidance = nx.mean_top_k_similarity(nx.normalize_rows(feats), self.bank_, int(self.k))
@@ -347,23 +404,17 @@ class FDBD(Detector):
     name, title = "fdbd", "fDBD"
     summary = "distance to the decision boundaries, relative to the distance to the training mean"
     defaults = {"reduction": "sum"}
+    fit_inputs = ("feats",)
 
     def _fit(self, feats, logits, labels, W, b):
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {self.reduction!r}")
-        self.mean_ = _mean(feats).astype(np.float32)
+        self.mean_ = nx.column_mean(feats).astype(np.float32)
         self.inv_boundary_ = inverse_boundary_distances(W)
 
     def _score(self, feats, logits):
-        scores = fdbd_scores(logits, self.inv_boundary_, feats, self.mean_)
+        scores = boundary_sums(logits, self.inv_boundary_) / distances_to(feats, self.mean_)
         return scores / (logits.shape[1] - 1) if self.reduction == "mean" else scores
-
-
-def _mean(x: np.ndarray) -> np.ndarray:
-    m = np.zeros(x.shape[1], dtype=np.float64)
-    for s in nx.row_blocks(x.shape[0], x.shape[1]):
-        m += x[s].sum(axis=0, dtype=np.float64)
-    return m / x.shape[0]
 
 
 def inverse_boundary_distances(W: np.ndarray) -> np.ndarray:
@@ -378,18 +429,26 @@ def inverse_boundary_distances(W: np.ndarray) -> np.ndarray:
     return inv.astype(np.float32)
 
 
-def fdbd_scores(logits: np.ndarray, inv_boundary: np.ndarray, feats: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """The fDBD sum for each row (float64). A feature exactly at the training mean gets a distance of the
-    smallest positive float32 instead of 0, so the score stays finite."""
+def boundary_sums(logits: np.ndarray, inv_boundary: np.ndarray) -> np.ndarray:
+    """sum_c |l_c - l_p| / ||w_c - w_p|| per row (float64), p = argmax l: the distances of the feature to
+    the decision boundaries between its predicted class and every other class."""
     out = np.empty(logits.shape[0], dtype=np.float64)
+    inv = nx.t(inv_boundary)
     for s in nx.row_blocks(logits.shape[0], 3 * logits.shape[1]):
-        l = logits[s].astype(np.float64)
-        pred = l.argmax(axis=1)
-        gap = np.abs(l - l[np.arange(l.shape[0]), pred][:, None])
-        boundary = (gap * inv_boundary[pred]).sum(axis=1)
-        dist = nx.row_norms(feats[s] - mean)
-        out[s] = boundary / np.maximum(dist, np.finfo(np.float32).tiny)
+        l = nx.t(logits[s])
+        top, pred = l.max(dim=1)
+        gap = top[:, None] - l  # |l_c - l_p| = l_p - l_c >= 0, since p is the argmax
+        out[s] = (gap * inv[pred]).sum(dim=1).numpy()
     return out
+
+
+def distances_to(feats: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """||z - point|| per row (float64); exactly 0 becomes the smallest float32, so that dividing by it
+    stays finite."""
+    out = np.empty(feats.shape[0], dtype=np.float64)
+    for s in nx.row_blocks(feats.shape[0], feats.shape[1]):
+        out[s] = nx.norms(nx.t(feats[s]) - nx.t(point)).numpy()
+    return np.maximum(out, TINY)
 
 
 SCORES = (MSP, MLS, Energy, Mahalanobis, KLMatching, ViM, GEN, SHE, PCA, NNGuide, KNN, FDBD)

@@ -65,6 +65,12 @@ class Truncation:
         W, b = self.head()
         return nx.linear(self.transform(z) if gz is None else gz, W, b)
 
+    def apply(self, z: np.ndarray, raw_logits: np.ndarray | None = None):
+        """``(g(z), W' g(z) + b)`` for test features z; ``raw_logits`` = W z + b when known (SCALE derives
+        its logits from them instead of multiplying by the head again)."""
+        gz = self.transform(z)
+        return gz, self.logits(z, gz)
+
 
 class ReAct(Truncation):
     """ReAct (Sun et al. 2021): z <- min(z, thr), thr = the p-th percentile of all ID training activations.
@@ -75,12 +81,13 @@ class ReAct(Truncation):
     name, title = "react", "ReAct"
     summary = "clip activations above the p-th percentile of ID training activations"
     defaults = {"percentile": 90.0}
+    presets = {"reference_imagenet": {"percentile": 99.0}}
 
     def _fit(self, feats, W, b):
         self.threshold_ = nx.quantile(feats, self.percentile / 100.0)
 
     def transform(self, z):
-        return np.minimum(z, np.float32(self.threshold_))
+        return torch.clamp(nx.t(z), max=float(np.float32(self.threshold_))).numpy()
 
 
 class DICE(Truncation):
@@ -90,14 +97,11 @@ class DICE(Truncation):
     name, title = "dice", "DICE"
     summary = "sparsify the head: keep weights whose mean contribution is above the p-th percentile"
     defaults = {"p": 90.0}
-    presets = {"cifar": {"p": 90.0}, "imagenet": {"p": 70.0}}
+    presets = {"cifar": {"p": 90.0}, "imagenet": {"p": 70.0}, "reference_imagenet": {"p": 90.0}}
     changes_features = False
 
     def _fit(self, feats, W, b):
-        mean = np.zeros(feats.shape[1], dtype=np.float64)
-        for s in nx.row_blocks(feats.shape[0], feats.shape[1]):
-            mean += feats[s].sum(axis=0, dtype=np.float64)
-        mean /= feats.shape[0]
+        mean = nx.column_mean(feats)
         contrib = mean[None, :].astype(np.float32) * W
         self.threshold_ = float(np.percentile(contrib, self.p))
         self.masked_W_ = np.where(contrib > self.threshold_, W, 0).astype(np.float32)
@@ -106,14 +110,15 @@ class DICE(Truncation):
         return self.masked_W_, self.b_
 
 
-def _scale_ratio(z: np.ndarray, percentile: float) -> np.ndarray:
-    """s1/s2 of ASH-S and SCALE: total sum over the sum of the top (D - round(D p / 100)) entries."""
-    d = z.shape[1]
-    k = max(1, d - int(np.round(d * percentile / 100.0)))
-    s1 = z.sum(axis=1, dtype=np.float64)
-    s2 = nx.top_k_sum(z, k)
-    ratio = np.divide(s1, s2, out=np.zeros_like(s1), where=s2 != 0)  # zero feature vector -> no scaling
-    return np.clip(ratio, -MAX_SCALE_RATIO, MAX_SCALE_RATIO), k
+def _kept(d: int, percentile: float) -> int:
+    """How many activations ASH-S / SCALE keep: D - round(D p / 100) (at least one)."""
+    return max(1, d - int(np.round(d * percentile / 100.0)))
+
+
+def _scale_ratio(total: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """s1/s2 of ASH-S and SCALE: the sum of all activations over the sum of the kept (top-k) ones."""
+    ratio = torch.where(kept != 0, total / torch.where(kept != 0, kept, 1.0), 0.0)  # zero feature: no scaling
+    return torch.clamp(ratio, -MAX_SCALE_RATIO, MAX_SCALE_RATIO)
 
 
 class ASHS(Truncation):
@@ -124,17 +129,17 @@ class ASHS(Truncation):
     name, title = "ash", "ASH-S"
     summary = "prune all but the top (100-p)% activations, scale by exp(sum/kept sum)"
     defaults = {"percentile": 90.0}
-    presets = {"cifar": {"percentile": 95.0}, "imagenet": {"percentile": 90.0}}
+    presets = {"cifar": {"percentile": 95.0}, "imagenet": {"percentile": 90.0},
+               "reference_imagenet": {"percentile": 95.0}}
 
     def transform(self, z):
-        ratio, k = _scale_ratio(z, self.percentile)
+        k = _kept(z.shape[1], self.percentile)
         out = np.zeros_like(z)
         for s in nx.row_blocks(z.shape[0], z.shape[1]):
-            zt = nx.t(z[s])
-            vals, idx = torch.topk(zt, k, dim=1, sorted=False)
-            out_t = nx.t(out[s])
-            out_t.scatter_(1, idx, vals)
-        out *= np.exp(ratio).astype(np.float32)[:, None]
+            zs = nx.t(z[s])
+            vals, idx = torch.topk(zs, k, dim=1, sorted=False)
+            factor = torch.exp(_scale_ratio(zs.sum(dim=1), vals.sum(dim=1)))
+            nx.t(out[s]).scatter_(1, idx, vals * factor[:, None])
         return out
 
 
@@ -148,16 +153,36 @@ class SCALE(Truncation):
 
     def factor(self, z):
         """exp(s1/s2) per sample (float64)."""
-        return np.exp(_scale_ratio(z, self.percentile)[0])
+        k = _kept(z.shape[1], self.percentile)
+        out = np.empty(z.shape[0], dtype=np.float64)
+        for s in nx.row_blocks(z.shape[0], z.shape[1]):
+            zs = nx.t(z[s])
+            kept = torch.topk(zs, k, dim=1, sorted=False).values.sum(dim=1)
+            out[s] = torch.exp(_scale_ratio(zs.sum(dim=1), kept).double()).numpy()
+        return out
 
     def transform(self, z):
-        return z * self.factor(z).astype(np.float32)[:, None]
+        return _scaled_rows(z, self.factor(z))
 
     def logits_from_raw(self, z, raw_logits):
-        """W (c z) + b = c (l - b) + b: SCALE logits from the raw logits without another matmul (float64)."""
-        c = self.factor(z)[:, None]
-        b = self.b_.astype(np.float64)
-        return c * (raw_logits.astype(np.float64) - b) + b
+        """W (c z) + b = c (l - b) + b: SCALE logits from the raw logits without another matmul (float32)."""
+        return self._logits_from_raw(raw_logits, self.factor(z))
+
+    def _logits_from_raw(self, raw_logits, factor):
+        b = nx.t(self.b_.astype(np.float32))
+        return ((nx.t(raw_logits) - b) * nx.t(factor.astype(np.float32))[:, None] + b).numpy()
+
+    def apply(self, z, raw_logits=None):
+        factor = self.factor(z)
+        gz = _scaled_rows(z, factor)
+        if raw_logits is None:
+            return gz, nx.linear(gz, self.W_, self.b_)
+        return gz, self._logits_from_raw(raw_logits, factor)
+
+
+def _scaled_rows(z: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Each row of z times its factor (float32)."""
+    return (nx.t(z) * nx.t(factor.astype(np.float32))[:, None]).numpy()
 
 
 class VRA(Truncation):
@@ -173,12 +198,12 @@ class VRA(Truncation):
     def _fit(self, feats, W, b):
         if not 0 <= self.lower <= self.upper <= 1:
             raise ValueError(f"VRA needs 0 <= lower <= upper <= 1, got {self.lower}, {self.upper}")
-        self.low_ = nx.column_quantiles(feats, self.lower).astype(np.float32)
-        self.high_ = nx.column_quantiles(feats, self.upper).astype(np.float32)
+        self.low_, self.high_ = nx.column_quantiles(feats, [self.lower, self.upper]).astype(np.float32)
 
     def transform(self, z):
-        out = np.where(z < self.low_, np.float32(0), z + np.float32(self.gamma))
-        return np.where(z > self.high_, self.high_, out).astype(np.float32)
+        zt, low, high = nx.t(z), nx.t(self.low_), nx.t(self.high_)
+        out = torch.where(zt < low, 0.0, zt + float(self.gamma))
+        return torch.where(zt > high, high, out).numpy()
 
 
 class VRAClip(Truncation):
@@ -194,14 +219,14 @@ class VRAClip(Truncation):
         if not 0 <= self.lower <= self.upper <= 1:
             raise ValueError(f"vra_clip needs 0 <= lower <= upper <= 1, got {self.lower}, {self.upper}")
         if self.per_dimension:
-            self.low_ = nx.column_quantiles(feats, self.lower).astype(np.float32)
-            self.high_ = nx.column_quantiles(feats, self.upper).astype(np.float32)
+            self.low_, self.high_ = nx.column_quantiles(feats, [self.lower, self.upper]).astype(np.float32)
         else:
-            self.low_ = np.float32(nx.quantile(feats, self.lower))
-            self.high_ = np.float32(nx.quantile(feats, self.upper))
+            self.low_, self.high_ = np.array(nx.quantiles(feats, [self.lower, self.upper]), dtype=np.float32)
 
     def transform(self, z):
-        return np.clip(z, self.low_, self.high_).astype(np.float32)
+        if self.per_dimension:
+            return torch.clamp(nx.t(z), nx.t(self.low_), nx.t(self.high_)).numpy()
+        return torch.clamp(nx.t(z), float(self.low_), float(self.high_)).numpy()
 
 
 TRUNCATIONS: dict[str, type[Truncation]] = {
