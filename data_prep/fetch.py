@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from ood_utils.data.real import IMAGE_SUFFIXES, MARKER
+from ood_utils.paths import write_json
 
 from .registry import Archive, Count, Entry
 
@@ -64,13 +65,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Lock file: checksums and counts recorded at the first download where none is published
 # ----------------------------------------------------------------------------------------------------------
@@ -90,7 +84,7 @@ class LockFile:
         self.counts: dict = data.get("counts", {})
 
     def save(self) -> None:
-        _write_json_atomic(self.path, {
+        write_json(self.path, {
             "about": "sha256 and file counts recorded at the first download of datasets that publish none; "
                      "commit this file so later downloads are checked against the first one",
             "archives": self.archives, "counts": self.counts})
@@ -329,7 +323,7 @@ def check_counts(entry: Entry, folder: Path, lock: LockFile, record: bool) -> di
 
 
 def write_marker(folder: Path, entry: Entry, counts: dict[str, int], digests: dict[str, dict]) -> None:
-    _write_json_atomic(folder / MARKER, {"name": entry.name, "completed": _now(), "counts": counts,
+    write_json(folder / MARKER, {"name": entry.name, "completed": _now(), "counts": counts,
                                          "archives": digests})
 
 

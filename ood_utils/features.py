@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,15 +125,11 @@ def _read(npz: Path, meta_path: Path, fingerprint: str) -> Features | None:
 def _write(out: Features, npz: Path, meta_path: Path, meta: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, feats=out.feats, logits=out.logits, labels=out.labels)
-    tmp = npz.with_name(npz.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, npz)
+    paths.write_bytes(npz, buf.getvalue())
     meta = {**meta, "sha256": sha256_file(npz),
             "shapes": {k: list(getattr(out, k).shape) for k in ("feats", "logits", "labels")},
             "versions": {"torch": torch.__version__, "numpy": np.__version__}}
-    tmp = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, meta_path)
+    paths.write_json(meta_path, meta)
 
 
 def get_features(model: nn.Module, dataset_name: str, split: str, cfg, tag: str, *,

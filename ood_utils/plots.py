@@ -10,8 +10,6 @@ backend (scripts, papermill, CI) as well as inline in Jupyter.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -63,14 +61,8 @@ def savefig(fig, name: str, profile: str = "mini", dpi: int = 120) -> Path:
         raise ValueError(f"figure name must be a plain file name such as 'greg_fig1a', got {name!r}")
     folder = paths.figures_dir(profile)
     path = folder / f"{name}.png"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with paths.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

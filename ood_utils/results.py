@@ -20,10 +20,8 @@ percentages. :func:`to_paper_units` is the one place where one becomes the other
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -158,13 +156,8 @@ def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> Pa
         raise ValueError(f"saving under profile {profile!r} records made with profile(s) {wrong}")
     frame = pd.DataFrame([asdict(r) for r in recs], columns=list(COLUMNS))
     out = results_dir(profile) / f"{notebook}.csv"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with paths.atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.10g")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return out
 
 

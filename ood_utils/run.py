@@ -23,12 +23,10 @@ import ast
 import fnmatch
 import hashlib
 import json
-import os
 import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -227,23 +225,9 @@ def load_manifest(out_dir: Path) -> dict[str, Any]:
     return {"notebooks": {}}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(out: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = _now()
-    write_json_atomic(out / MANIFEST, manifest)
+    paths.write_json(out / MANIFEST, manifest)
 
 
 def _is_done(entry: dict | None, params: dict, digest: str, output: Path) -> bool:
@@ -411,13 +395,8 @@ def _results_summary(profile: str, out: Path) -> str | None:
     if frame is None or len(frame) == 0:
         return None
     csv = out / "results_summary.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=csv.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with paths.atomic_path(csv) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, csv)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return f"results: {len(frame)} records -> {csv}"
 
 

@@ -47,16 +47,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with paths.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -126,7 +119,7 @@ def save_training_state(path: Path, state: dict) -> None:
     """Write ``state`` atomically, then its sidecar (sha256 + epoch)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_torch_save(state, path)
-    _atomic_write_json(_sidecar(path), {"sha256": sha256_file(path), "epoch": state["epoch"],
+    paths.write_json(_sidecar(path), {"sha256": sha256_file(path), "epoch": state["epoch"],
                                         "torch": torch.__version__})
 
 
@@ -360,11 +353,10 @@ def _read_cached(model, weights: Path, meta_path: Path, cfg) -> dict | None:
 def _save_final(model, weights: Path, meta_path: Path, meta: dict) -> dict:
     from safetensors.torch import save_file
 
-    tmp = weights.with_name(weights.name + f".tmp{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, weights)
+    with paths.atomic_path(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     meta = {**meta, "sha256": sha256_file(weights), "versions": _versions()}
-    _atomic_write_json(meta_path, meta)
+    paths.write_json(meta_path, meta)
     return meta
 
 
@@ -436,5 +428,5 @@ def _from_user_checkpoint(model, cfg, dataset: str, arch: str, info: dict) -> tu
     except (OSError, ValueError):
         meta = {**info, "sha256": digest, "test_accuracy": _test_accuracy(model, dataset, cfg),
                 "versions": _versions()}
-        _atomic_write_json(meta_path, meta)
+        paths.write_json(meta_path, meta)
     return model, {**info, **meta, "source": "checkpoint", "path": str(path)}

@@ -257,7 +257,6 @@ def mme_reference(X, L, y, W, b, Z, T, lam, p=90.0):
     """Eq. (7) with the reference components, written directly in float64 (no logs, no blocks)."""
     X, W, b, Z = (a.astype(np.float64) for a in (X, W, b, Z))
     c, d = W.shape
-    lz = Z @ W.T + b
     # SCALE logits (p = 90)
     k = d - int(np.round(d * p / 100))
     ratio = Z.sum(1) / np.sort(Z, axis=1)[:, -k:].sum(1)

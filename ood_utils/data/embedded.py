@@ -36,10 +36,8 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import pickle
 import string
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -451,19 +449,6 @@ def cache_paths(name: str) -> tuple[Path, Path]:
     return folder / f"{name}.npz", folder / f"{name}.json"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(name: str, splits: Splits, sources: list[str]) -> None:
     arrays = {}
     for split, (x, y, src) in splits.items():
@@ -475,8 +460,8 @@ def _write_cache(name: str, splits: Splits, sources: list[str]) -> None:
     meta = {"name": name, "build_version": BUILD_VERSION, "sha256": hashlib.sha256(blob).hexdigest(),
             "counts": {split: int(len(x)) for split, (x, _, _) in splits.items()}, "sources": sources,
             "numpy": np.__version__}
-    _atomic_write(npz_path, blob)
-    _atomic_write(json_path, json.dumps(meta, indent=1).encode())
+    paths.write_bytes(npz_path, blob)
+    paths.write_json(json_path, meta)
 
 
 def _read_cache(name: str) -> tuple[Splits, dict] | None:
