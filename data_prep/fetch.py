@@ -324,7 +324,7 @@ def check_counts(entry: Entry, folder: Path, lock: LockFile, record: bool) -> di
 
 def write_marker(folder: Path, entry: Entry, counts: dict[str, int], digests: dict[str, dict]) -> None:
     write_json(folder / MARKER, {"name": entry.name, "completed": _now(), "counts": counts,
-                                         "archives": digests})
+                                 "archives": digests})
 
 
 def install_folder(tmp: Path, target: Path) -> None:
