@@ -125,8 +125,9 @@ def _read(npz: Path, meta_path: Path, fingerprint: str) -> Features | None:
 def _write(out: Features, npz: Path, meta_path: Path, meta: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, feats=out.feats, logits=out.logits, labels=out.labels)
-    paths.write_bytes(npz, buf.getvalue())
-    meta = {**meta, "sha256": sha256_file(npz),
+    blob = buf.getvalue()
+    paths.write_bytes(npz, blob)
+    meta = {**meta, "sha256": hashlib.sha256(blob).hexdigest(),  # of the bytes in hand: no re-read
             "shapes": {k: list(getattr(out, k).shape) for k in ("feats", "logits", "labels")},
             "versions": {"torch": torch.__version__, "numpy": np.__version__}}
     paths.write_json(meta_path, meta)

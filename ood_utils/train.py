@@ -1,8 +1,8 @@
 """One training loop for the whole kit, and the load-or-train entry point for the base classifiers.
 
 :func:`fit` is plain supervised training with the recipe the papers share: SGD with momentum, weight decay,
-a cosine learning-rate schedule stepped every batch. It writes a checkpoint after every epoch (atomically:
-tmp file + ``os.replace``, with a sidecar holding its sha256) and resumes from it, so an interrupted run
+a cosine learning-rate schedule stepped every batch. It writes a checkpoint after every epoch (atomically,
+with ``paths.atomic_path``, and a sidecar holding its sha256) and resumes from it, so an interrupted run
 continues where it stopped and, on CPU, ends with the same weights bit for bit. A checkpoint that cannot be
 read, fails its hash, or was written with another recipe or model is never used: training starts over with
 a warning.
@@ -45,11 +45,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with paths.atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -117,10 +112,10 @@ def _sidecar(path: Path) -> Path:
 
 def save_training_state(path: Path, state: dict) -> None:
     """Write ``state`` atomically, then its sidecar (sha256 + epoch)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save(state, path)
+    with paths.atomic_path(path) as tmp:
+        torch.save(state, tmp)
     paths.write_json(_sidecar(path), {"sha256": sha256_file(path), "epoch": state["epoch"],
-                                        "torch": torch.__version__})
+                                      "torch": torch.__version__})
 
 
 def load_training_state(path: Path) -> dict | None:
