@@ -20,7 +20,8 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "roc_curve", "accuracy", "evaluate", "mean_std"]
+__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "roc_curve", "accuracy", "evaluate", "mean_std",
+           "bootstrap_ci", "paired_bootstrap_ci", "evaluate_sets"]
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -152,6 +153,121 @@ def evaluate(id_scores, ood_scores) -> dict[str, float]:
         "aupr_in": aupr_in(s_in, s_out),
         "aupr_out": aupr_out(s_in, s_out),
     }
+
+
+# ------------------------------------------------------------------------------------------- uncertainty
+
+METRICS = {"auroc": auroc, "fpr95": lambda s_in, s_out: fpr_at_tpr(s_in, s_out, 0.95), "aupr_in": aupr_in,
+           "aupr_out": aupr_out}
+
+
+def _metric_fn(metric: str):
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid: {sorted(METRICS)}")
+    return METRICS[metric]
+
+
+def _check_bootstrap(n_boot: int, level: float) -> None:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
+def _resample(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, n, size=n)
+
+
+def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of one metric over the test samples: the ID and the OOD scores are
+    each resampled with replacement (they are two independent samples), the metric recomputed ``n_boot``
+    times, and the central ``level`` share of those values returned as (lo, hi). It measures how much the
+    number would move with another draw of test images of the same size, not training noise (use seeds
+    and :func:`mean_std` for that)."""
+    fn = _metric_fn(metric)
+    _check_bootstrap(n_boot, level)
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    rng = np.random.default_rng(seed)
+    values = [fn(s_in[_resample(rng, s_in.size)], s_out[_resample(rng, s_out.size)]) for _ in range(n_boot)]
+    tail = 50.0 * (1.0 - float(level))
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_ci(id_a, ood_a, id_b, ood_b, metric: str = "auroc", n_boot: int = 200,
+                        level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Interval of ``metric(a) - metric(b)`` for two detectors scored on the *same* images: each bootstrap
+    draw uses the same resampled indices for both, so the noise they share cancels (a difference of
+    0.005 can be significant when two intervals of 0.02 overlap)."""
+    fn = _metric_fn(metric)
+    _check_bootstrap(n_boot, level)
+    a_in, a_out = _scores(id_a, "id_a"), _scores(ood_a, "ood_a")
+    b_in, b_out = _scores(id_b, "id_b"), _scores(ood_b, "ood_b")
+    if a_in.shape != b_in.shape or a_out.shape != b_out.shape:
+        raise ValueError("paired_bootstrap_ci needs both detectors scored on the same images: "
+                         f"ID {a_in.shape} vs {b_in.shape}, OOD {a_out.shape} vs {b_out.shape}")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        i, o = _resample(rng, a_in.size), _resample(rng, a_out.size)
+        diffs.append(fn(a_in[i], a_out[o]) - fn(b_in[i], b_out[o]))
+    tail = 50.0 * (1.0 - float(level))
+    lo, hi = np.percentile(diffs, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------------------------------- many OOD sets
+
+SUMMARIES = {"average": "all", "near": "near", "far": "far"}
+
+
+def evaluate_sets(method: str, scores: dict, groups: dict, *, average_over=None,
+                  summaries=("average", "near", "far"), n_boot: int = 0, seed: int = 0, **extra) -> list[dict]:
+    """Tidy rows for one method over several OOD sets, the shape every track's tables are built from.
+
+    ``scores`` maps ``"id"`` and each OOD set to its scores (higher = more ID); ``groups`` maps each OOD set
+    to ``"near"`` or ``"far"``. One row per set ``{"method", "dataset", "group", "auroc", "fpr95", **extra}``
+    (with ``auroc_lo/hi`` and ``fpr95_lo/hi`` from :func:`bootstrap_ci` when ``n_boot > 0``), then one row
+    per summary: ``"average"`` (group ``"all"``: the plain mean over ``average_over``, default every set, as
+    the papers' tables average), ``"near"`` / ``"far"`` (the mean over that group; skipped when empty)."""
+    if "id" not in scores:
+        raise ValueError(f"scores needs an 'id' entry besides the OOD sets; got keys {sorted(scores)}")
+    missing = [name for name in groups if name not in scores]
+    if missing:
+        raise ValueError(f"no scores for OOD set(s) {missing}; scores has {sorted(scores)}")
+    bad = {name: g for name, g in groups.items() if g not in ("near", "far")}
+    if bad:
+        raise ValueError(f"groups must be 'near' or 'far', got {bad}")
+    unknown = [s for s in summaries if s not in SUMMARIES]
+    if unknown:
+        raise ValueError(f"unknown summaries {unknown}; valid: {list(SUMMARIES)}")
+    rows = []
+    for name, group in groups.items():
+        row = {"method": method, "dataset": name, "group": group}
+        for metric in ("auroc", "fpr95"):
+            row[metric] = float(METRICS[metric](scores["id"], scores[name]))
+            if n_boot:
+                row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_ci(scores["id"], scores[name], metric,
+                                                                        n_boot=n_boot, seed=seed)
+        rows.append({**row, **extra})
+    if average_over is not None and not set(average_over) & set(groups):
+        raise ValueError(f"average_over {list(average_over)} names none of the sets {list(groups)}")
+    for summary in summaries:
+        if summary == "average":
+            chosen = [r for r in rows if average_over is None or r["dataset"] in set(average_over)]
+        else:
+            chosen = [r for r in rows if r["group"] == summary]
+        if not chosen:
+            continue
+        row = {"method": method, "dataset": summary, "group": SUMMARIES[summary]}
+        # bounds are averaged too: wider than the mean's own interval (the sets' noise partly cancels), so
+        # a summary's interval errs on the cautious side
+        for key in chosen[0]:
+            if key.startswith(("auroc", "fpr95")):
+                row[key] = float(np.mean([r[key] for r in chosen]))
+        rows.append({**row, **extra})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------- classification

@@ -409,3 +409,141 @@ def summary_table(profile: str, paper: str, table) -> pd.DataFrame:
     cols = [(d, m, s) for d, m in order_cols for s in ("paper", "reproduced") if (d, m, s) in wide.columns]
     rows = pd.MultiIndex.from_tuples(order_rows, names=["setting", "method"])
     return wide.reindex(index=rows, columns=pd.MultiIndex.from_tuples(cols, names=wide.columns.names))
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+#: what a claim of a paper can come to, measured with the run's uncertainty
+VERDICTS = ("agrees", "tie within noise", "disagrees", "undetermined")
+
+
+def verdict(delta: float, noise: float) -> str:
+    """Compare a measured effect with the paper's claim. ``delta`` is the effect in the direction the paper
+    claims (positive = the paper's direction, e.g. AUROC(GReg) - AUROC(Energy), or FPR95(Energy) -
+    FPR95(GReg)); ``noise`` >= 0 is the half-width of its uncertainty (two standard errors over seeds, or
+    the bootstrap half-width). "agrees" when the effect clears the noise, "disagrees" when it clears it the
+    other way, "tie within noise" in between; "undetermined" when there is no estimate of the noise (one
+    seed): a single run cannot tell an effect from luck."""
+    delta, noise = float(delta), float(noise)
+    if not math.isfinite(delta):
+        raise ValueError(f"delta must be finite, got {delta}")
+    if math.isnan(noise):
+        return "undetermined"
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if delta > noise:
+        return "agrees"
+    if delta < -noise:
+        return "disagrees"
+    return "tie within noise"
+
+
+def interval_verdict(lo: float, hi: float) -> str:
+    """:func:`verdict` from a (95%) interval of the claimed-direction effect: above 0 agrees, below 0
+    disagrees, straddling 0 is a tie within noise."""
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"need a finite interval with lo <= hi, got ({lo}, {hi})")
+    return verdict((lo + hi) / 2.0, (hi - lo) / 2.0)
+
+
+def seed_verdict(better_values, worse_values, higher_is_better: bool = True) -> dict:
+    """The paper says method ``better`` beats ``worse``; both were run over seeds. Returns ``verdict``,
+    ``delta`` (mean effect in the paper's direction), ``noise`` (two standard errors of that mean: paired
+    over seeds when both have the same number of runs, as the kit runs seed i of both methods on the same
+    data order; unpaired otherwise), ``better`` / ``worse`` (mean, std) and ``n``."""
+    a = np.asarray(list(better_values), dtype=float)
+    b = np.asarray(list(worse_values), dtype=float)
+    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError(f"seed_verdict needs finite values for both methods, got {a.tolist()} and {b.tolist()}")
+    sign = 1.0 if higher_is_better else -1.0
+    delta = sign * float(a.mean() - b.mean())
+    if a.size == b.size and a.size > 1:
+        noise = 2.0 * float(np.std(a - b, ddof=1)) / math.sqrt(a.size)
+    elif a.size > 1 and b.size > 1:
+        noise = 2.0 * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    else:
+        noise = float("nan")
+    return {"verdict": verdict(delta, noise), "delta": delta, "noise": noise,
+            "better": metrics.mean_std(a), "worse": metrics.mean_std(b), "n": int(min(a.size, b.size))}
+
+
+# ---------------------------------------------------------------------------------------------- claims
+
+#: display names of the ID datasets, for setting labels
+ID_DISPLAY = {"mnist5k": "MNIST-5k", "mnist6": "MNIST-6 (digits 0-5)", "cifar10": "CIFAR-10",
+              "cifar100": "CIFAR-100", "imagenet10": "ImageNet-10", "imagenet100": "ImageNet-100",
+              "imagenet1k": "ImageNet-1K"}
+#: columns of a claims file and of :func:`claims`
+CLAIM_COLUMNS = ("paper", "claim", "setting", "paper_value", "ours", "ours_lo", "ours_hi", "unit", "verdict",
+                 "note", "profile")
+
+
+def setting_label(cfg=None, *, profile: str | None = None, id_dataset: str | None = None,
+                  arch: str | None = None) -> str:
+    """What actually ran, for tables and claims: ``"mini · MNIST-5k · mnist_cnn"``. A ``mini`` number is
+    never labelled with the paper setting it stands in for."""
+    profile = profile or getattr(cfg, "profile", None)
+    id_dataset = id_dataset or getattr(cfg, "id_dataset", None)
+    arch = arch or getattr(cfg, "arch", None)
+    if not (profile and id_dataset and arch):
+        raise ValueError("setting_label needs cfg=... or profile, id_dataset and arch")
+    return f"{profile} · {ID_DISPLAY.get(id_dataset, id_dataset)} · {arch}"
+
+
+def claim(paper: str, claim: str, *, ours: float, verdict: str, cfg=None, ours_lo: float | None = None,
+          ours_hi: float | None = None, paper_value=None, unit: str = "", note: str = "",
+          setting: str | None = None, profile: str | None = None) -> dict:
+    """One tested claim of a paper: the paper's value (a number or the paper's words), ours with its
+    interval, the verdict (one of :data:`VERDICTS`), labelled with the setting that ran."""
+    if _key(paper) not in PAPERS:
+        raise ValueError(f"unknown paper {paper!r}; valid: {', '.join(PAPERS)}")
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if not isinstance(claim, str) or not claim.strip():
+        raise ValueError("claim must be a sentence saying what the paper claims")
+    ours = float(ours)
+    if not math.isfinite(ours):
+        raise ValueError(f"ours must be finite, got {ours} for claim {claim!r}")
+    bounds = [None if v is None else float(v) for v in (ours_lo, ours_hi)]
+    if (bounds[0] is None) != (bounds[1] is None) or (bounds[0] is not None and bounds[0] > bounds[1]):
+        raise ValueError(f"give both ours_lo <= ours_hi or neither, got {ours_lo}, {ours_hi}")
+    return {"paper": _key(paper), "claim": claim.strip(), "setting": setting or setting_label(cfg),
+            "paper_value": "" if paper_value is None else str(paper_value), "ours": ours,
+            "ours_lo": bounds[0], "ours_hi": bounds[1], "unit": unit, "verdict": verdict, "note": note,
+            "profile": profile or getattr(cfg, "profile", None) or "mini"}
+
+
+def claims_dir(profile: str) -> Path:
+    """``runs/<profile>/results/claims/``."""
+    return results_dir(profile) / "claims"
+
+
+def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Path:
+    """Write one notebook's claim rows (from :func:`claim`) to ``runs/<profile>/results/claims/<notebook>.csv``,
+    atomically, replacing that notebook's earlier claims."""
+    notebook = _check_name(Path(str(notebook)).name.removesuffix(".ipynb"), "notebook")
+    frame = pd.DataFrame([dict(r) for r in rows], columns=list(CLAIM_COLUMNS))
+    wrong = sorted(set(frame["profile"]) - {profile})
+    if wrong:
+        raise ValueError(f"saving under profile {profile!r} claims made with profile(s) {wrong}")
+    bad = sorted(set(frame["verdict"]) - set(VERDICTS))
+    if bad:
+        raise ValueError(f"unknown verdict(s) {bad}; valid: {VERDICTS}")
+    out = claims_dir(profile) / f"{notebook}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with paths.atomic_path(out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.10g")
+    return out
+
+
+def claims(profile: str) -> pd.DataFrame:
+    """Every notebook's claims of ``profile``, one table: paper, claim, setting, paper's value, ours with
+    its interval, verdict, and the notebook that tested it (empty, with those columns, before any run)."""
+    frames = [pd.read_csv(csv, dtype={"paper_value": str, "note": str, "unit": str}, keep_default_na=False,
+                          na_values={"ours": [""], "ours_lo": [""], "ours_hi": [""]}).assign(notebook=csv.stem)
+              for csv in sorted(claims_dir(profile).glob("*.csv"))]
+    columns = [*CLAIM_COLUMNS, "notebook"]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=float if c.startswith("ours") else object) for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
