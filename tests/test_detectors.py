@@ -81,6 +81,75 @@ def test_unknown_names_and_hyperparameters_list_valid_ones():
         get_detector("vim", truncation="vraa")
 
 
+# (detector, hyperparameters, the range the message must state): every declared range, at a value just outside
+OUT_OF_RANGE = [
+    ("msp", {"temperature": 0}, "temperature=0 is out of range; valid: a number > 0"),
+    ("energy", {"temperature": 0}, "temperature=0 is out of range; valid: a number > 0"),
+    ("energy", {"temperature": -1.0}, "valid: a number > 0"),
+    ("gen", {"gamma": 0.0}, "gamma=0.0 is out of range; valid: a number in (0, 1)"),
+    ("gen", {"gamma": 1.5}, "valid: a number in (0, 1)"),
+    ("gen", {"M": 0}, "M=0 is out of range; valid: an integer >= 1"),
+    ("vim", {"dim": 0}, "dim=0 is out of range; valid: 'auto' or an integer >= 1"),
+    ("vim", {"dim": "half"}, "valid: 'auto' or an integer >= 1"),
+    ("pca", {"k": 2.5}, "k=2.5 is out of range; valid: 'auto' or an integer >= 1"),
+    ("pca", {"clip_percentile": 0}, "clip_percentile=0 is out of range; valid: a number in (0, 100]"),
+    ("knn", {"k": 0}, "k=0 is out of range; valid: an integer >= 1"),
+    ("knn", {"bank_fraction": 0}, "bank_fraction=0 is out of range; valid: a number in (0, 1]"),
+    ("knn", {"bank_fraction": 1.5}, "valid: a number in (0, 1]"),
+    ("nnguide", {"k": -3}, "k=-3 is out of range; valid: an integer >= 1"),
+    ("nnguide", {"seed": -1}, "seed=-1 is out of range; valid: an integer >= 0"),
+    ("fdbd", {"reduction": "max"}, "reduction='max' is out of range; valid: one of 'sum', 'mean'"),
+    ("react", {"percentile": 150}, "percentile=150 is out of range; valid: a number in (0, 100]"),
+    ("dice", {"p": 100}, "p=100 is out of range; valid: a number in [0, 100)"),
+    ("ash", {"percentile": -5}, "valid: a number in [0, 100)"),
+    ("scale", {"percentile": 100.0}, "valid: a number in [0, 100)"),
+    ("vra", {"lower": 0.9, "upper": 0.5}, "lower=0.9 must not exceed upper=0.5"),
+    ("vra", {"upper": 1.2}, "upper=1.2 is out of range; valid: a number in [0, 1]"),
+    ("vra", {"gamma": -0.1}, "gamma=-0.1 is out of range; valid: a number >= 0"),
+    ("vra_clip", {"lower": 0.99, "upper": 0.01}, "lower=0.99 must not exceed upper=0.01"),
+    ("vra_clip", {"per_dimension": "yes"}, "valid: True or False"),
+    ("nme", {"temperature": 0.0}, "temperature=0.0 is out of range; valid: a number > 0"),
+    ("co", {"co_weight": 0}, "co_weight=0 is out of range; valid: a number > 0"),
+    ("nme_co", {"temperature": float("nan")}, "valid: a number > 0"),
+    ("mme", {"vra_lower": 0.5, "vra_upper": 0.2}, "vra_lower=0.5 must not exceed vra_upper=0.2"),
+    ("mme", {"scale_percentile": 100}, "valid: a number in [0, 100)"),
+    ("mme", {"log_mode": "exp"}, "valid: one of 'signed', 'clamp'"),
+    ("mme", {"clamp_floor": 0}, "clamp_floor=0 is out of range; valid: a number > 0"),
+    ("mme", {"co_weight": True}, "co_weight=True is out of range"),
+    ("odin", {"temperature": 0}, "valid: a number > 0"),
+    ("odin", {"eps": -0.001}, "eps=-0.001 is out of range; valid: a number >= 0"),
+    ("odin", {"std": (0.2, 0.0, 0.2)}, "valid: None or a sequence of positive numbers"),
+    ("odin", {"batch_size": 0}, "valid: an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("name, hparams, message", OUT_OF_RANGE,
+                         ids=[f"{n}-{'-'.join(h)}" for n, h, _ in OUT_OF_RANGE])
+def test_out_of_range_hyperparameters_fail_when_built_naming_detector_value_and_range(name, hparams, message):
+    from ood_utils.detectors.ranges import HyperparameterError
+
+    with pytest.raises(HyperparameterError) as err:
+        get_detector(name, **hparams)
+    assert f"detector {name!r}: " in str(err.value)
+    assert message in str(err.value)
+    assert isinstance(err.value, ValueError)  # callers that catch ValueError keep working
+
+
+def test_every_hyperparameter_has_a_range_and_every_preset_is_inside_it():
+    from ood_utils.detectors import TRUNCATIONS
+
+    for entry in DETECTORS.values():
+        declared = (TRUNCATIONS[entry.name] if entry.kind == "truncation" else entry.build).ranges
+        assert set(declared) == set(entry.defaults), entry.name
+        for preset in (None, *PRESETS):
+            get_detector(entry.name, preset=preset)  # raises if a shipped value were out of range
+    # the boundary values that are valid stay valid
+    get_detector("react", percentile=100)
+    get_detector("dice", p=0)
+    get_detector("knn", bank_fraction=1.0, k=np.int64(5))
+    get_detector("vra", lower=0.5, upper=0.5, gamma=0)
+
+
 def test_presets_and_overrides():
     assert get_detector("dice", preset="imagenet").truncation.p == 70
     assert get_detector("dice", preset="cifar").truncation.p == 90

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import _numerics as nx
+from . import ranges as rg
 
 
 class NotFittedError(RuntimeError):
@@ -55,6 +56,9 @@ class Detector:
     #: the training arrays ``_fit`` reads. Logit-only scores read neither (fitting them is free), KL
     #: matching reads only the logits; arrays a detector does not read are shape-checked, not scanned.
     fit_inputs: ClassVar[tuple] = ("feats", "logits")
+    #: hyperparameter -> its valid range (see ``ranges``); pairs of hyperparameters that must be ordered
+    ranges: ClassVar[dict] = {}
+    ordered: ClassVar[tuple] = ()
 
     def __init__(self, truncation=None, **hparams):
         unknown = sorted(set(hparams) - set(self.defaults))
@@ -62,6 +66,7 @@ class Detector:
             valid = ", ".join(sorted(self.defaults)) or "(none)"
             raise ValueError(f"unknown hyperparameter(s) {unknown} for detector {self.name!r}; valid: {valid}")
         self.hparams = {**self.defaults, **hparams}
+        rg.check(self.name, self.hparams, self.ranges, self.ordered)
         for key, value in self.hparams.items():
             setattr(self, key, value)
         self.truncation = self._resolve_truncation(truncation)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from . import _numerics as nx
+from . import ranges as rg
 from .base import Detector
 from .scores import (TINY, _resolve, boundary_sums, inverse_boundary_distances, pca_k, reconstruction_terms,
                      residual_norms, vim_dim, vim_residual_space)
@@ -86,6 +87,7 @@ class NMEPlus(_NMEMixin, Detector):
     summary = "log NME+: log sum_j exp((d_j - d_min)/T), cosine-space distances to class means"
     defaults = {"temperature": 0.5}
     presets = {"cifar": {"temperature": 0.1}, "imagenet": {"temperature": 0.5}}
+    ranges = {"temperature": rg.positive}
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
@@ -106,6 +108,7 @@ class COPlus(_NMEMixin, Detector):
     summary = "lambda if the nearest class mean and the max-logit class agree, else 1"
     defaults = {"co_weight": 2.0}
     presets = {"reference_imagenet": {"co_weight": 0.5}}
+    ranges = {"co_weight": rg.positive}  # a factor of a product scored in log space
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
@@ -130,6 +133,7 @@ class NMEPlusCO(_NMEMixin, Detector):
     defaults = {"temperature": 0.5, "co_weight": 2.0}
     presets = {"cifar": {"temperature": 0.1}, "imagenet": {"temperature": 0.5},
                "reference_imagenet": {"temperature": 0.5, "co_weight": 0.5}}
+    ranges = {"temperature": rg.positive, "co_weight": rg.positive}
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
@@ -162,11 +166,13 @@ class MME(_NMEMixin, Detector):
                "reference_imagenet": {"temperature": 0.5, "co_weight": 0.5},
                # the OpenOOD fork: SCALE inside MME at p = 85 (the stand-alone SCALE baseline's value)
                "openood": {"scale_percentile": 85.0}}
+    ranges = {"temperature": rg.positive, "co_weight": rg.positive, "scale_percentile": rg.percentile,
+              "vra_lower": rg.quantile, "vra_upper": rg.quantile, "dim": rg.AutoOr(rg.count),
+              "k": rg.AutoOr(rg.count), "log_mode": rg.OneOf(("signed", "clamp")), "clamp_floor": rg.positive}
+    ordered = (("vra_lower", "vra_upper"),)
     needs_labels = True
 
     def _fit(self, feats, logits, labels, W, b):
-        if self.log_mode not in ("signed", "clamp"):
-            raise ValueError(f"log_mode must be 'signed' or 'clamp', got {self.log_mode!r}")
         d = feats.shape[1]
         self.scale_ = SCALE(percentile=self.scale_percentile).fit(feats, W, b)
         self.vra_ = VRAClip(lower=self.vra_lower, upper=self.vra_upper).fit(feats, W, b)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import ranges as rg
 from .base import Detector, NotFittedError
 
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -28,6 +29,8 @@ class ODIN(Detector):
     summary = "max softmax at temperature T after a small input step that raises it"
     defaults = {"temperature": 1000.0, "eps": 0.0014, "std": None, "batch_size": 256}
     presets = {"cifar": {"std": CIFAR10_STD}, "imagenet": {"std": IMAGENET_STD}}
+    ranges = {"temperature": rg.positive, "eps": rg.non_negative, "std": rg.NoneOrPositiveNumbers(),
+              "batch_size": rg.count}
 
     def fit(self, *args, **kwargs) -> "ODIN":
         """Nothing to fit (kept so that every detector can be driven the same way)."""

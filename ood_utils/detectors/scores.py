@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import _numerics as nx
+from . import ranges as rg
 from .base import Detector
 
 #: smallest positive float32: stands in for a zero norm or distance in a denominator
@@ -49,6 +50,7 @@ class MSP(Detector):
     name, title = "msp", "MSP"
     summary = "maximum softmax probability"
     defaults = {"temperature": 1.0}
+    ranges = {"temperature": rg.positive}
     fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
@@ -78,6 +80,7 @@ class Energy(Detector):
     name, title = "energy", "Energy"
     summary = "negative free energy T log sum exp(l/T)"
     defaults = {"temperature": 1.0}
+    ranges = {"temperature": rg.positive}
     fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
@@ -133,6 +136,7 @@ class GEN(Detector):
     summary = "-sum_top-M p^g (1-p)^g"
     defaults = {"gamma": 0.1, "M": 100}
     presets = {"reference_imagenet": {"gamma": 0.01, "M": 10}}
+    ranges = {"gamma": rg.Interval(0.0, 1.0, low_open=True, high_open=True), "M": rg.count}  # gamma in (0, 1)
     fit_inputs = ()
 
     def _fit(self, feats, logits, labels, W, b):
@@ -213,6 +217,7 @@ class ViM(Detector):
     name, title = "vim", "ViM"
     summary = "energy minus alpha x norm of the feature residual outside the top-DIM principal space"
     defaults = {"dim": "auto"}
+    ranges = {"dim": rg.AutoOr(rg.count)}  # and < D, checked in fit
 
     def _fit(self, feats, logits, labels, W, b):
         d = feats.shape[1]
@@ -290,6 +295,7 @@ class PCA(Detector):
     name, title = "pca", "PCA"
     summary = "energy of ReAct-clipped features times (1 - relative PCA reconstruction error)"
     defaults = {"k": "auto", "clip_percentile": 90.0}
+    ranges = {"k": rg.AutoOr(rg.count), "clip_percentile": rg.clip_percentile}
 
     def _fit(self, feats, logits, labels, W, b):
         d = feats.shape[1]
@@ -340,6 +346,7 @@ class KNN(Detector):
     summary = "-distance to the k-th nearest normalised training feature"
     defaults = {"k": 50, "bank_fraction": 1.0, "seed": 0}
     presets = {"cifar": {"k": 50}, "imagenet": {"k": 1000}}
+    ranges = {"k": rg.count, "bank_fraction": rg.fraction, "seed": rg.seed}
 
     fit_inputs = ("feats",)
 
@@ -383,6 +390,7 @@ class NNGuide(Detector):
     summary = "energy times mean top-k similarity to an energy-scaled bank of training features"
     defaults = {"k": 10, "bank_fraction": 0.01, "seed": 0}
     presets = {"reference_imagenet": {"k": 100}, "openood": {"k": 100}}
+    ranges = {"k": rg.count, "bank_fraction": rg.fraction, "seed": rg.seed}
 
     def _fit(self, feats, logits, labels, W, b):
         bank = _bank_rows(feats, self.bank_fraction, self.seed)
@@ -404,11 +412,10 @@ class FDBD(Detector):
     name, title = "fdbd", "fDBD"
     summary = "distance to the decision boundaries, relative to the distance to the training mean"
     defaults = {"reduction": "sum"}
+    ranges = {"reduction": rg.OneOf(("sum", "mean"))}
     fit_inputs = ("feats",)
 
     def _fit(self, feats, logits, labels, W, b):
-        if self.reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {self.reduction!r}")
         self.mean_ = nx.column_mean(feats).astype(np.float32)
         self.inv_boundary_ = inverse_boundary_distances(W)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import _numerics as nx
+from . import ranges as rg
 
 #: the SCALE/ASH-S scale factor exp(s1/s2) uses s1/s2 clipped to this range. For post-ReLU features
 #: 0 < s1/s2 <= 1, so the clip never acts; it only keeps signed features with s2 ~ 0 finite.
@@ -30,6 +31,8 @@ class Truncation:
     defaults: ClassVar[dict] = {}
     presets: ClassVar[dict] = {}
     changes_features: ClassVar[bool] = True
+    ranges: ClassVar[dict] = {}
+    ordered: ClassVar[tuple] = ()
 
     def __init__(self, **hparams):
         unknown = sorted(set(hparams) - set(self.defaults))
@@ -37,6 +40,7 @@ class Truncation:
             valid = ", ".join(sorted(self.defaults)) or "(none)"
             raise ValueError(f"unknown hyperparameter(s) {unknown} for truncation {self.name!r}; valid: {valid}")
         self.hparams = {**self.defaults, **hparams}
+        rg.check(self.name, self.hparams, self.ranges, self.ordered)
         for key, value in self.hparams.items():
             setattr(self, key, value)
 
@@ -82,6 +86,7 @@ class ReAct(Truncation):
     summary = "clip activations above the p-th percentile of ID training activations"
     defaults = {"percentile": 90.0}
     presets = {"reference_imagenet": {"percentile": 99.0}}
+    ranges = {"percentile": rg.clip_percentile}
 
     def _fit(self, feats, W, b):
         self.threshold_ = nx.quantile(feats, self.percentile / 100.0)
@@ -98,6 +103,7 @@ class DICE(Truncation):
     summary = "sparsify the head: keep weights whose mean contribution is above the p-th percentile"
     defaults = {"p": 90.0}
     presets = {"cifar": {"p": 90.0}, "imagenet": {"p": 70.0}, "reference_imagenet": {"p": 90.0}}
+    ranges = {"p": rg.percentile}  # p = 100 would zero every weight
     changes_features = False
 
     def _fit(self, feats, W, b):
@@ -131,6 +137,7 @@ class ASHS(Truncation):
     defaults = {"percentile": 90.0}
     presets = {"cifar": {"percentile": 95.0}, "imagenet": {"percentile": 90.0},
                "reference_imagenet": {"percentile": 95.0}}
+    ranges = {"percentile": rg.percentile}
 
     def transform(self, z):
         k = _kept(z.shape[1], self.percentile)
@@ -150,6 +157,7 @@ class SCALE(Truncation):
     name, title = "scale", "SCALE"
     summary = "scale the whole feature by exp(sum / sum of its top (100-p)%)"
     defaults = {"percentile": 85.0}
+    ranges = {"percentile": rg.percentile}
 
     def factor(self, z):
         """exp(s1/s2) per sample (float64)."""
@@ -194,10 +202,10 @@ class VRA(Truncation):
     name, title = "vra", "VRA"
     summary = "per-dimension: zero below the lower quantile, +gamma in between, clip at the upper quantile"
     defaults = {"lower": 0.6, "upper": 0.95, "gamma": 0.5}
+    ranges = {"lower": rg.quantile, "upper": rg.quantile, "gamma": rg.non_negative}
+    ordered = (("lower", "upper"),)
 
     def _fit(self, feats, W, b):
-        if not 0 <= self.lower <= self.upper <= 1:
-            raise ValueError(f"VRA needs 0 <= lower <= upper <= 1, got {self.lower}, {self.upper}")
         self.low_, self.high_ = nx.column_quantiles(feats, [self.lower, self.upper]).astype(np.float32)
 
     def transform(self, z):
@@ -214,10 +222,10 @@ class VRAClip(Truncation):
     name, title = "vra_clip", "VRA (two-sided clip, MME)"
     summary = "clip activations to the [1%, 99%] quantiles of ID training activations"
     defaults = {"lower": 0.01, "upper": 0.99, "per_dimension": False}
+    ranges = {"lower": rg.quantile, "upper": rg.quantile, "per_dimension": rg.flag}
+    ordered = (("lower", "upper"),)
 
     def _fit(self, feats, W, b):
-        if not 0 <= self.lower <= self.upper <= 1:
-            raise ValueError(f"vra_clip needs 0 <= lower <= upper <= 1, got {self.lower}, {self.upper}")
         if self.per_dimension:
             self.low_, self.high_ = nx.column_quantiles(feats, [self.lower, self.upper]).astype(np.float32)
         else:
