@@ -13,6 +13,8 @@ from ood_utils.data import embedded
 
 EXPECTED_COUNTS = {
     "mnist5k": {"train": 4000, "test": 1000},
+    "mnist6": {"train": 2400, "test": 600},
+    "unseen_digits": {"test": 400},
     "animal_mnist": {"test": 1000},
     "textures": {"test": 1000},
     "photos": {"test": 1000},
@@ -44,7 +46,7 @@ def test_every_set_loads_with_shape_range_and_count(name):
         else:                                   # letters: 52 per font that draws them all
             assert 1000 <= len(images) <= 3000
         if embedded.SETS[name].group == "id":
-            assert set(np.unique(labels)) == set(range(10))
+            assert set(np.unique(labels)) == set(range(data.ID_DATASETS[name].num_classes))
         else:
             assert (labels == -1).all()
         ds = data.get_dataset(name, split)
@@ -69,6 +71,60 @@ def test_ood_sets_and_auxiliary_set_of_mini():
     assert data.auxiliary_set("mnist5k") == "aux_patches"
     for name in data.ood_sets("mnist5k"):
         assert data.check_dataset(name).group in ("near", "far")
+
+
+def test_open_set_mnist6_and_its_unseen_digits():
+    info = data.ID_DATASETS["mnist6"]
+    assert (info.num_classes, info.class_names[-1], info.source) == (6, "five", "embedded")
+    assert data.ood_sets("mnist6") == {"unseen_digits": "near", **data.ood_sets("mnist5k")}
+    assert "unseen_digits" not in data.ood_sets("mnist5k")          # digits 6-9 are ID for mnist5k
+    assert data.auxiliary_set("mnist6") == data.auxiliary_set("mnist5k")
+    assert data.MINI_ID_DATASETS == ("mnist5k", "mnist6")
+    with pytest.raises(ValueError, match="not a test or auxiliary set of 'mnist5k'"):
+        data.get_dataset("unseen_digits", "test", id_dataset="mnist5k")
+    assert len(data.get_dataset("unseen_digits", "test", id_dataset="mnist6")) == 400
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_mnist6_is_the_same_split_of_mnist5k_restricted_to_digits_0_to_5(split):
+    x5, y5 = data.get_arrays("mnist5k", split)
+    x6, y6 = data.get_arrays("mnist6", split)
+    assert np.array_equal(x6, x5[y5 < 6]) and np.array_equal(y6, y5[y5 < 6])
+    if split == "test":
+        unseen, labels = data.get_arrays("unseen_digits", "test")
+        assert np.array_equal(unseen, x5[y5 >= 6]) and (labels == -1).all()
+
+
+# --- no image in two places ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("id_dataset", ["mnist5k", "mnist6"])
+def test_check_disjoint_finds_no_shared_image_in_the_mini_settings(id_dataset):
+    table = data.check_disjoint(id_dataset)
+    expected = {id_dataset, *data.ood_sets(id_dataset), data.auxiliary_set(id_dataset)}
+    assert set(table["set"]) == expected and (table["images"] > 0).all()
+    assert (table[["in_id_train", "in_id_test"]] == 0).all().all()
+
+
+def test_check_disjoint_catches_a_planted_duplicate(tmp_path, monkeypatch):
+    monkeypatch.setenv("OOD_KIT_CACHE", str(tmp_path))
+    train_images = embedded.load_set("mnist6")[0]["train"][0]
+    splits, meta = embedded.load_set("letters")
+    x, y, src = (a.copy() for a in splits["test"])
+    x[5] = train_images[17]                                           # one ID training digit among the letters
+    embedded._write_cache("letters", {"test": (x, y, src)}, meta["sources"])
+    with pytest.raises(data.DataLeak, match=r"letters \(near\): 1 in ID train, 0 in ID test"):
+        data.check_disjoint("mnist6")
+    table = data.check_disjoint("mnist6", raise_on_leak=False)
+    assert table.set_index("set").loc["letters", "in_id_train"] == 1
+    assert table[["in_id_train", "in_id_test"]].to_numpy().sum() == 1
+
+
+def test_pixel_hashes_tell_images_apart_by_content_only():
+    a = np.zeros((2, 28, 28), np.uint8)
+    b = a.copy()
+    b[1, 3, 4] = 1
+    ha, hb = data.leaks.pixel_hashes(a), data.leaks.pixel_hashes(b)
+    assert ha[0] == ha[1] == hb[0] and hb[1] != hb[0]
 
 
 # --- the ID split -------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@
 - ``mini`` sets are built from files inside installed packages (:mod:`.embedded`); the real benchmarks are
   read from ``paths.data_dir()`` by :mod:`.real` and raise :class:`DatasetNotFound` with the
   ``python -m data_prep --get NAME`` command when they are not there.
+- ``mini`` has two ID datasets: ``mnist5k`` (10 digits) and ``mnist6`` (digits 0-5, same split), whose
+  near-OOD set ``unseen_digits`` (test images of 6-9) is a pure semantic shift. :func:`check_disjoint`
+  proves that no OOD or auxiliary image appears in an ID split.
 - Some names exist in both worlds (``textures`` is scikit-image texture patches in ``mini`` and DTD with
   CIFAR/ImageNet). ``get_dataset(..., id_dataset=cfg.id_dataset)`` says which ID dataset the set is paired
   with: it picks the right one and normalises OOD images with that ID dataset's statistics and resolution.
@@ -31,6 +34,8 @@ from . import embedded
 
 SPLITS = ("train", "test")
 MINI_PROFILES = ("mini",)
+# The two mini settings: closed-set digits (far-OOD saturates) and the open set (digits 0-5 vs unseen 6-9).
+MINI_ID_DATASETS = ("mnist5k", "mnist6")
 REAL_PROFILES = ("quick", "paper")
 
 # Which real OOD test sets and auxiliary pool go with which ID dataset (the papers' benchmarks).
@@ -96,9 +101,10 @@ class OODInfo:
 
 
 def _build_id_registry() -> dict[str, DatasetInfo]:
-    registry = {"mnist5k": DatasetInfo(
-        "mnist5k", 10, embedded.IMAGE_SIZE, 1, (embedded.MNIST_MEAN,), (embedded.MNIST_STD,),
-        list(embedded.CLASS_NAMES), MINI_PROFILES, "embedded")}
+    registry = {name: DatasetInfo(
+        name, embedded.SETS[name].num_classes, embedded.IMAGE_SIZE, 1, (embedded.MNIST_MEAN,),
+        (embedded.MNIST_STD,), list(embedded.CLASS_NAMES[:embedded.SETS[name].num_classes]), MINI_PROFILES,
+        "embedded") for name in embedded.ID_SETS}
     for name, meta in (_real.REAL_ID.items() if _real is not None else ()):
         registry[name] = DatasetInfo(
             name, int(meta["num_classes"]), int(meta["image_size"]), int(meta.get("channels", 3)),
@@ -156,7 +162,7 @@ def ood_sets(id_dataset: str) -> dict[str, str]:
     """The OOD test sets paired with an ID dataset: ``{name: "near" | "far"}``, in the papers' order."""
     info = _check_id(id_dataset)
     if info.source == "embedded":
-        return {n: s.group for n, s in embedded.SETS.items() if s.group in ("near", "far")}
+        return embedded.ood_sets_of(id_dataset)
     groups = _real_groups()           # only the sets the real loaders know (a test checks none is missing)
     return {n: groups[n] for n in _REAL_OOD_BY_FAMILY[_REAL_FAMILY.get(id_dataset, "cifar")] if n in groups}
 
@@ -274,8 +280,8 @@ def _resolve(name: str, id_dataset: str | None) -> tuple[str, DatasetInfo]:
             raise ValueError(f"{name!r} is an ID dataset; id_dataset={id_dataset!r} does not apply to it")
         return info.source, info
     if id_dataset is None:
-        if name in embedded.SETS:
-            return "embedded", ID_DATASETS["mnist5k"]
+        if name in embedded.SETS:         # every embedded ID dataset is normalised with MNIST's statistics
+            return "embedded", ID_DATASETS[(embedded.SETS[name].paired_with or embedded.ID_SETS)[0]]
         paired = [i for i in ID_DATASETS if name in ood_sets(i) or name == _safe_aux(i)]
         if not paired:
             raise ValueError(f"{name!r} is not paired with any ID dataset")
@@ -377,5 +383,8 @@ def status_table():
 __all__ = [
     "ID_DATASETS", "OOD_DATASETS", "AUX_DATASETS", "DatasetInfo", "OODInfo", "DatasetNotFound",
     "check_dataset", "ood_sets", "auxiliary_set", "get_dataset", "get_arrays", "summary", "status_table",
-    "real_transform", "subsample_indices", "ShiftedTensorDataset",
+    "real_transform", "subsample_indices", "ShiftedTensorDataset", "MINI_ID_DATASETS", "check_disjoint",
+    "DataLeak",
 ]
+
+from .leaks import DataLeak, check_disjoint  # noqa: E402  (needs the registry above)

