@@ -45,6 +45,26 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "preset":      {"mini": "cifar", "quick": "cifar", "paper": "cifar"},
         "ood_sets":    {"mini": None, "quick": None, "paper": None},  # None = every OOD set of the ID dataset
     },
+    # BOOD (notebooks 30-32). None = the paper's value for each ID dataset (ood_utils.bood.experiments).
+    "bood": {
+        "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
+        "arch":           {"mini": "mnist_cnn", "quick": "resnet34", "paper": "resnet34"},  # OOD classifier
+        "latent_arch":    {"mini": "mnist_cnn", "quick": "resnet34_768", "paper": "resnet34_768"},
+        "latent_epochs":  {"mini": 8, "quick": 50, "paper": 200},
+        "temperature":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},       # eq. (2); DreamOOD's code: 0.1
+        "sd_weights":     {"mini": None, "quick": None, "paper": None},    # None = data/models/stable-diffusion-v1-4
+        "step_size":      {"mini": 0.015, "quick": 0.015, "paper": 0.015},  # alpha, eqs. (3)-(5)
+        "extra_steps":    {"mini": 2, "quick": 2, "paper": 2},             # c
+        "max_steps":      {"mini": 100, "quick": 100, "paper": 100},       # K
+        "boundary_ratio": {"mini": 5.0, "quick": 5.0, "paper": 5.0},       # r, percent per class
+        "n_outliers":     {"mini": 100, "quick": 200, "paper": 1000},      # generated images per class
+        "reg_weight":     {"mini": None, "quick": None, "paper": None},    # beta: 2.5 CIFAR / mini, 1.0 ImageNet
+        "phi_hidden":     {"mini": None, "quick": None, "paper": None},    # phi: 0 = Linear(1,2); ImageNet 512
+        "reg_epochs":     {"mini": 3, "quick": 30, "paper": 100},
+        "reg_init":       {"mini": "base", "quick": "scratch", "paper": "scratch"},
+        "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},
+        "sweeps":         {"mini": True, "quick": False, "paper": True},   # Figs. 5-6 and Tables 3, 6
+    },
 }
 
 # What smoke mode shrinks (only values not set explicitly): key -> cap.
@@ -52,6 +72,10 @@ SMOKE_CAPS: dict[str, Any] = {
     "epochs": 2,
     "max_train": 1024,
     "max_eval": 128,
+    "latent_epochs": 1,
+    "reg_epochs": 1,
+    "n_outliers": 4,
+    "n_seeds": 1,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -59,6 +83,12 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,), "lr": (float, int), "weight_decay": (float, int), "max_train": (int, type(None)),
     "max_eval": (int, type(None)), "num_workers": (int,), "amp": (bool,), "checkpoint": (str, type(None)),
     "preset": (str,), "ood_sets": (list, tuple, type(None)),
+    # bood
+    "id_datasets": (list, tuple, type(None)), "latent_arch": (str,), "latent_epochs": (int,),
+    "temperature": (float, int), "sd_weights": (str, type(None)), "step_size": (float, int),
+    "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
+    "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
+    "reg_init": (str,), "n_seeds": (int,), "sweeps": (bool,),
 }
 
 
