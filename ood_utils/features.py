@@ -4,7 +4,8 @@ Post-hoc detectors (MME's whole track, the energy scores of GReg and BOOD) only 
 ``h`` and the logits ``W h + b`` of every image. A forward pass over a test set is the expensive part, so it
 is done once and stored as ``.npz`` with a JSON sidecar (sha256 of the file, shapes, library versions and a
 fingerprint of the model's weights). A file that fails any check, or that belongs to another model, is
-rebuilt, never read.
+rebuilt, never read. :func:`load_benchmark` gathers the features of one classifier on its ID dataset and
+every OOD set, the input of any post-hoc evaluation (MME's tables, the energy scores of GReg and BOOD).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import hashlib
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,90 @@ def get_features(model: nn.Module, dataset_name: str, split: str, cfg, tag: str,
     _write(out, npz, meta_path, {"tag": tag, "dataset": dataset_name, "id_dataset": cfg.id_dataset, "split": split,
                                   "profile": cfg.profile, "smoke": cfg.smoke, "max_n": max_n, "model": fingerprint})
     return out
+
+
+# --------------------------------------------------------------------------------- a benchmark of features
+@dataclass
+class Benchmark:
+    """What every post-hoc evaluation needs from one classifier: ``Features`` of the ID training set (to fit
+    detectors), of the ID test set and of each OOD test set (``ood``, with ``groups``: set -> "near" | "far"),
+    the head ``W`` (C, D) and ``b`` (C,), and ``info`` about the classifier (accuracy, source)."""
+
+    train: Features
+    test: Features
+    ood: dict
+    groups: dict
+    W: np.ndarray
+    b: np.ndarray
+    info: dict = field(default_factory=dict)
+    id_dataset: str = ""
+
+    def near(self) -> list[str]:
+        return [n for n in self.ood if self.groups[n] == "near"]
+
+    def far(self) -> list[str]:
+        return [n for n in self.ood if self.groups[n] == "far"]
+
+
+def require_data(cfg, names) -> None:
+    """Fail before any training when a real dataset is missing: one ``data.DatasetNotFound`` that lists every
+    missing set (the ID dataset and ``names``) with the ``data_prep`` command that fetches them. Embedded
+    (``mini``) datasets need nothing."""
+    data = _data()
+    if data.ID_DATASETS[cfg.id_dataset].source == "embedded":
+        return
+    names = [cfg.id_dataset, *names]
+    try:
+        from .data import real
+    except ImportError:
+        real = None
+    if real is None:
+        raise data.DatasetNotFound(f"{cfg.id_dataset} is a real benchmark and the real-data loaders are not "
+                                   "installed; use profile 'mini' or install the kit with its data extras")
+    missing = [n for n in names if not real.is_available(n)]
+    if missing:
+        manual = [n for n in missing if real.DATA_PREP_ENTRY.get(n) == "imagenet1k"]
+        raise data.DatasetNotFound(
+            f"profile {cfg.profile!r} ({cfg.id_dataset}) needs {len(missing)} dataset(s) that are not in "
+            f"{real.data_root()}: {', '.join(missing)}. Get them with: python -m data_prep --get {' '.join(missing)}"
+            + (f"\n{', '.join(manual)}: ImageNet cannot be downloaded automatically (it needs an image-net.org "
+               "account); that command prints where to put the archives, then verifies and registers them."
+               if manual else "")
+            + "\n(Set OOD_KIT_DATA to use a data folder elsewhere; profile 'mini' needs no download.)")
+
+
+def benchmark_sets(cfg, ood_sets=None) -> dict[str, str]:
+    """The OOD sets of ``cfg.id_dataset`` (set -> "near" | "far"), narrowed to ``ood_sets`` (default
+    ``cfg.ood_sets`` where the track has that parameter); an unknown name lists the valid ones."""
+    groups = _data().ood_sets(cfg.id_dataset)
+    chosen = ood_sets if ood_sets is not None else getattr(cfg, "ood_sets", None)
+    if chosen:
+        unknown = [n for n in chosen if n not in groups]
+        if unknown:
+            raise ValueError(f"unknown OOD set(s) {unknown} for {cfg.id_dataset}; valid: {', '.join(groups)}")
+        groups = {n: groups[n] for n in chosen}
+    return dict(groups)
+
+
+def load_benchmark(cfg, tag: str = "base", *, model: nn.Module | None = None, info: dict | None = None,
+                   ood_sets=None, progress: bool = True) -> Benchmark:
+    """Features of ID train, ID test and every OOD set of ``cfg.id_dataset`` under one classifier, cached.
+
+    ``model`` defaults to the profile's base classifier (``train.get_classifier``, trained or loaded once);
+    a track that fine-tunes its own model passes it with its own ``tag``. Missing real data is reported
+    before anything is trained or extracted (:func:`require_data`)."""
+    from .models import head_weights
+    from .train import get_classifier
+
+    groups = benchmark_sets(cfg, ood_sets)
+    require_data(cfg, list(groups))
+    if model is None:
+        model, info = get_classifier(cfg.profile, cfg=cfg, progress=progress)
+    W, b = head_weights(model)
+
+    def feats(name, split):
+        return get_features(model, name, split, cfg, tag, progress=progress)
+
+    return Benchmark(train=feats(cfg.id_dataset, "train"), test=feats(cfg.id_dataset, "test"),
+                     ood={n: feats(n, "test") for n in groups}, groups=groups, W=W, b=b, info=dict(info or {}),
+                     id_dataset=cfg.id_dataset)

@@ -121,25 +121,32 @@ def image_grid(images, nrow: int = 8, titles: Sequence[str] | None = None, ax=No
 
 
 def heatmap(ax, matrix, row_labels: Sequence[str], col_labels: Sequence[str], fmt: str = ".2f",
-            cmap: str = "viridis", colorbar: bool = True):
-    """A labelled matrix with its values written in each cell (e.g. AUROC per truncation x scoring)."""
+            cmap: str = "viridis", colorbar: bool = True, vmin: float | None = None, vmax: float | None = None,
+            fontsize: float = 8, colorbar_label: str = ""):
+    """A labelled matrix with each value written in its cell (e.g. AUROC per truncation x scoring function).
+
+    The text is black or white by the relative luminance of the cell's colour, so it stays readable at both
+    ends of any map, diverging ones included (give ``vmin = -vmax`` to centre those on 0). NaN cells stay
+    empty. Returns the image (for a shared colour bar)."""
+    import matplotlib as mpl
+
     m = np.asarray(matrix, dtype=float)
     if m.shape != (len(row_labels), len(col_labels)):
         raise ValueError(f"matrix shape {m.shape} does not match {len(row_labels)} row and "
                          f"{len(col_labels)} column labels")
-    image = ax.imshow(m, cmap=cmap, aspect="auto")
+    image = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(col_labels)), labels=[str(c) for c in col_labels], rotation=30, ha="right")
     ax.set_yticks(range(len(row_labels)), labels=[str(r) for r in row_labels])
     ax.grid(False)
-    finite = m[np.isfinite(m)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    colours = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
     for (i, j), value in np.ndenumerate(m):
         if np.isfinite(value):
-            # dark text on the light end of the colour map, light text on the dark end
-            color = "black" if value > middle else "white"
-            ax.text(j, i, format(value, fmt), ha="center", va="center", color=color, fontsize=8)
+            r, g, b, _ = colours(image.norm(value))
+            light = 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5  # relative luminance of the cell
+            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=fontsize,
+                    color="black" if light else "white")
     if colorbar:
-        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
     return image
 
 
@@ -158,4 +165,94 @@ def bar_compare(ax, labels: Sequence[str], reproduced: Sequence[float], paper: S
     ax.set_xticks(x, labels=[str(label) for label in labels], rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.legend(ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above the bars, never on them
+    return ax
+
+
+#: where a point's label may go, in points from the point, tried in this order
+_LABEL_OFFSETS = [(5, 4), (5, -4), (-5, 4), (-5, -4), (0, 8), (0, -8), (9, 0), (-9, 0),
+                  (12, 12), (-12, 12), (12, -12), (-12, -12), (0, 18), (0, -18), (22, 0), (-22, 0),
+                  (20, 22), (-20, 22), (20, -22), (-20, -22)]
+
+
+def place_labels(ax, xs, ys, labels, fontsize: float = 8, weights=None, avoid=None):
+    """Label scattered points without overlaps where possible: each label takes the first position (of a
+    few around its point) that overlaps no label placed before, no other point (nor the points ``avoid``,
+    an (M, 2) array) and stays inside the axes; failing that, the least-overlapping one, tied to its point
+    by a thin line when it is far from it. Call it last: the figure's layout must be final."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    others = ax.transData.transform(np.asarray(avoid, dtype=float).reshape(-1, 2)) if avoid is not None else []
+    r = 4.5 * fig.dpi / 72.0    # a marker's radius, in pixels
+    pad = 2.0 * fig.dpi / 72.0  # free space kept around each label
+    point_boxes = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for px, py in pts]
+    obstacles = [Bbox.from_bounds(px - r, py - r, 2 * r, 2 * r) for px, py in others]
+    frame = ax.get_window_extent(renderer)
+    placed = []
+
+    def overlap(a, b):
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        return w * h if w > 0 and h > 0 else 0.0
+
+    order = np.argsort(-np.asarray(weights)) if weights is not None else range(len(labels))
+    for i in order:
+        best = None
+        for dx, dy in _LABEL_OFFSETS:
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+            text = ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=fontsize, ha=ha, va=va)
+            box = text.get_window_extent(renderer)
+            box = Bbox.from_extents(box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad)
+            cost = sum(overlap(box, b) for b in placed)
+            cost += sum(overlap(box, b) for k, b in enumerate(point_boxes) if k != i)
+            cost += sum(overlap(box, b) for b in obstacles)
+            outside = box.width * box.height - overlap(box, frame)
+            cost += 4 * outside
+            text.remove()
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, ha, va, box)
+            if cost == 0:
+                break
+        cost, dx, dy, ha, va, box = best
+        far = abs(dx) + abs(dy) > 20
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                    ha=ha, va=va, arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6) if far else None)
+        placed.append(box)
+    return ax
+
+
+def interval_dots(ax, labels: Sequence[str], values, lo=None, hi=None, *, highlight: Sequence[str] = (),
+                  paper=None, xlabel: str = "", digits: int = 3):
+    """One row per label: a dot at ``values`` with its interval [lo, hi] as a line, ``highlight`` labels in
+    orange, and (optionally) ``paper`` values as hollow diamonds: the plot for numbers that differ in the
+    third decimal, where a bar's length would only show where its axis was cut. Values are written beside
+    the dots with ``digits`` decimals. Returns the axes."""
+    values = np.asarray(values, dtype=float)
+    n = len(labels)
+    if values.shape != (n,):
+        raise ValueError(f"got {n} labels and {values.shape} values")
+    y = np.arange(n)[::-1]  # first label at the top
+    colors = [COLORS[3] if label in set(highlight) else COLORS[0] for label in labels]
+    if lo is not None and hi is not None:
+        lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+        ax.hlines(y, lo, hi, colors=colors, lw=2.2, alpha=0.6)
+    ax.scatter(values, y, color=colors, s=36, zorder=3)
+    if paper is not None:
+        theirs = np.array([np.nan if v is None else v for v in paper], dtype=float)
+        known = np.isfinite(theirs)
+        ax.scatter(theirs[known], y[known], marker="D", facecolor="none", edgecolor="#555555", s=34, zorder=4,
+                   label="paper")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    right = np.nanmax(hi) if hi is not None else np.nanmax(values)
+    for yy, v in zip(y, values):
+        ax.annotate(f"{v:.{digits}f}", (right, yy), xytext=(6, 0), textcoords="offset points", va="center",
+                    fontsize=8, annotation_clip=False)
+    ax.set_yticks(y, labels=[str(label) for label in labels])
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="y", visible=False)
     return ax

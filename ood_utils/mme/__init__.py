@@ -1,0 +1,33 @@
+"""The MME paper (Rakotoarivony, *Multi-Method Ensemble for OOD Detection*, BMVC 2025), as notebooks 20-21
+use it: ``from ood_utils import mme``, then ``mme.<name>``.
+
+| module | what |
+|---|---|
+| ``benchmark`` | the paper's names and settings, :func:`resolve_config`, :func:`load_benchmark` (cached features), scoring any detector on every set, :func:`evaluate_detectors` (Tables 1-2) |
+| ``factors`` | eq. (7) rebuilt from its five detectors (:class:`MMEParts`), computed as a sum of logs |
+| ``assumptions`` | Assumption 1 (covariances, CO ratio), Hypothesis 1 (truncation grid, Fig. 3), Proposition 1 |
+| ``ensemble`` | Tables 3, 5, 6, Fig. 5, Fig. 1 and MME against the best other detector |
+| ``figures`` | the notebooks' figures |
+| ``records`` | result records named like the transcribed tables; the paper's numbers read back |
+| ``report`` | verdicts ("agrees" / "tie within noise" / "disagrees") and claim rows, computed from the run |
+
+Scores are "higher = more ID" throughout; metric values are fractions in [0, 1].
+"""
+from .assumptions import (consistency_ratios, covariance_rows, covariance_table, grid_matrix, hypothesis1_summary,
+                          mme_factor_values, noop_cells, proposition1_check, proposition1_counterexamples,
+                          score_covariances, separability, truncation_grid)
+from .benchmark import (DATASET_NAMES, FAMILIES, FIG1_GROUPS, FIG3_SCORES, FIG3_TRUNCATIONS, FIT_ON, LAMBDAS,
+                        PAPER, PAPER_ARCHS, PAPER_NAMES, TABLE1_METHODS, TABLE2_METHODS, TABLE4_SCORES,
+                        TABLE6_EXTRAS, TABLE_SETS, TEMPERATURES, Benchmark, average_table, check_data, check_preset,
+                        default_preset, detector_scores, evaluate_detectors, fit_detector, fitted_truncation,
+                        load_benchmark, n_boot_for, per_set, resolve_config, score_sets, wide_table)
+from .ensemble import (COMPONENT_TITLES, TABLE5_VARIANTS, TRUNCATION_TITLES, extra_scores, mme_ablation, mme_vs_best,
+                       near_far_summary, per_set_ranks, rank, sensitivity, truncation_variants)
+from .factors import FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, positive_factor
+from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, plot_consistency,
+                      plot_covariance_gaps, plot_method_bars, plot_near_far, plot_proposition,
+                      plot_score_distributions, plot_sensitivity, plot_truncation_grid)
+from .records import (ARCH_NAMES, ID_NAMES, TABLE_IDS, assumption_records, compare_main, ensemble_records,
+                      grid_method_name, main_table, paper_pivot, paper_values, reference_settings, setting_name,
+                      to_records)
+from .report import assumptions_verdict, ensemble_verdict
