@@ -31,8 +31,10 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
+# New and opened notebooks start on the kit's kernel; JupyterLab refuses to run as root (most containers)
+# unless told to, so --allow-root is added only for root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks --MappingKernelManager.default_kernel_name=ood-kit$(if $(filter 0,$(shell id -u)), --allow-root)
 
 data: $(STAMP)
 	$(BIN)/python -m data_prep --list

@@ -1,12 +1,17 @@
-"""The notebook runner on the trivial fixture notebooks: order, outputs, manifest, resume, failures, bad input.
+"""The notebook runner on the trivial fixture notebooks: order, outputs, manifest, resume (what a finished
+notebook depends on), failures, bad input, HTML renderings, and the `make lab` command.
 
-Each execution starts a kernel (about a second), so the tests share executions where they can.
+Each execution starts a kernel (about a second), so the tests share executions where they can. The
+``ood_utils`` hash is taken over a small stand-in package (``package`` fixture): the real one may be edited
+while the tests run, and a test changes its stand-in to see the decision flip.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -37,12 +42,24 @@ def _statuses(runs):
     return {r.name: r.status for r in runs}
 
 
+@pytest.fixture
+def package(tmp_path):
+    """A stand-in for the ood_utils folder: what the runner hashes."""
+    folder = tmp_path / "pkg"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    (folder / "metrics.py").write_text("def auroc(): return 1.0\n")
+    (folder / "tables" / "greg.csv").write_text("paper,table\ngreg,1\n")
+    return folder
+
+
 @pytest.mark.notebook
-def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir):
+def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir, package):
     folder = _notebooks(tmp_path, fixtures_dir, "10_steps", "00_hello")
     out = tmp_path / "runs"
+    kw = dict(notebooks_dir=folder, out_dir=out, package_dir=package, html=False)
 
-    runs = run_notebooks("mini", params={"steps": 3}, notebooks_dir=folder, out_dir=out)
+    runs = run_notebooks("mini", params={"steps": 3}, **kw)
     assert [r.name for r in runs] == ["00_hello", "10_steps"]  # numeric order, not copy order
     assert _statuses(runs) == {"00_hello": "ok", "10_steps": "ok"}
 
@@ -64,10 +81,9 @@ def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir):
     assert env["python"] == f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 
     # resume: nothing changed -> nothing runs
-    assert set(_statuses(run_notebooks("mini", params={"steps": 3}, notebooks_dir=folder,
-                                       out_dir=out)).values()) == {"skipped"}
+    assert set(_statuses(run_notebooks("mini", params={"steps": 3}, **kw)).values()) == {"skipped"}
     # another parameter value re-runs only the notebook that defines it
-    runs = run_notebooks("mini", params={"steps": 4}, notebooks_dir=folder, out_dir=out)
+    runs = run_notebooks("mini", params={"steps": 4}, **kw)
     assert _statuses(runs) == {"00_hello": "skipped", "10_steps": "ok"}
     assert "steps 4 total 8" in _stream_text(out / "10_steps.ipynb")
 
@@ -75,11 +91,11 @@ def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir):
     nb = nbformat.read(str(folder / "00_hello.ipynb"), as_version=4)
     nb.cells[-1].source += '\nprint("edited")'
     nbformat.write(nb, str(folder / "00_hello.ipynb"))
-    runs = run_notebooks("mini", params={"steps": 4}, notebooks_dir=folder, out_dir=out)
+    runs = run_notebooks("mini", params={"steps": 4}, **kw)
     assert _statuses(runs) == {"00_hello": "ok", "10_steps": "skipped"}
 
     # --force re-runs a finished notebook
-    runs = run_notebooks("mini", only=["10"], params={"steps": 4}, force=True, notebooks_dir=folder, out_dir=out)
+    runs = run_notebooks("mini", only=["10"], params={"steps": 4}, force=True, **kw)
     assert _statuses(runs) == {"10_steps": "ok"}
 
 
@@ -181,3 +197,146 @@ def test_summary_counts_result_records(tmp_path, monkeypatch, capsys):
     assert "00_hello" in printed and "1.5 s" in printed
     assert f"results: 2 records -> {tmp_path / 'results_summary.csv'}" in printed
     assert len(pd.read_csv(tmp_path / "results_summary.csv")) == 2
+
+
+# ------------------------------------------------------------------------------------ what a run depends on
+
+def _decisions(folder, out, package, **kw):
+    return {s.name: s.decision.reason for s in run.plan("mini", notebooks_dir=folder, out_dir=out,
+                                                         package_dir=package, **kw)}
+
+
+@pytest.mark.notebook
+def test_each_input_of_a_finished_notebook_flips_the_decision(tmp_path, fixtures_dir, package, monkeypatch,
+                                                               capsys):
+    folder = _notebooks(tmp_path, fixtures_dir, "00_hello")
+    out = tmp_path / "runs"
+    assert _decisions(folder, out, package) == {"00_hello": "not run yet"}
+    run_notebooks("mini", notebooks_dir=folder, out_dir=out, package_dir=package, html=False)
+    entry = _manifest(out)["notebooks"]["00_hello"]
+    assert set(entry["inputs"]) == {"source", "parameters", "ood_utils", "versions"}
+    assert entry["inputs"]["versions"]["torch"] == run.installed_versions()["torch"]
+    assert _decisions(folder, out, package) == {"00_hello": "finished, nothing changed"}
+
+    # parameters
+    assert _decisions(folder, out, package, params={"seed": 1}) == {"00_hello": "parameters changed"}
+    # ood_utils: a .py, a .csv, a new .json; other files and caches do not count
+    (package / "notes.txt").write_text("not code")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "metrics.cpython-311.pyc").write_bytes(b"\0")
+    assert _decisions(folder, out, package) == {"00_hello": "finished, nothing changed"}
+    for edit in (lambda: (package / "metrics.py").write_text("def auroc(): return 0.5\n"),
+                 lambda: (package / "tables" / "greg.csv").write_text("paper,table\ngreg,2\n"),
+                 lambda: (package / "registry.json").write_text("{}")):
+        edit()
+        assert _decisions(folder, out, package) == {"00_hello": "ood_utils changed"}
+    changed_package = tmp_path / "pkg_before"
+    shutil.copytree(package, changed_package)
+    # versions of the pinned dependencies (here: a different torch)
+    real = run.installed_versions()
+    monkeypatch.setattr(run.freshness, "installed_versions", lambda: {**real, "torch": "9.9.9"})
+    assert _decisions(folder, out, changed_package) == {
+        "00_hello": f"ood_utils changed, versions changed (torch {real['torch']} -> 9.9.9)"}
+    monkeypatch.setattr(run.freshness, "installed_versions", lambda: real)
+    # the source (outputs saved in Jupyter are not an edit)
+    nb = nbformat.read(str(folder / "00_hello.ipynb"), as_version=4)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="saved output\n")]
+    nbformat.write(nb, str(folder / "00_hello.ipynb"))
+    assert "source changed" not in _decisions(folder, out, package)["00_hello"]
+    nb.cells[-1].source += '\nprint("edited")'
+    nbformat.write(nb, str(folder / "00_hello.ipynb"))
+    assert _decisions(folder, out, package) == {"00_hello": "source changed, ood_utils changed"}
+    assert _decisions(folder, out, package, force=True) == {"00_hello": "forced (--force)"}
+
+    # --list prints the same reasons; a real run follows them, and then nothing is left to do
+    assert main(["--list", "--notebooks-dir", str(folder), "--out-dir", str(out), "--package-dir", str(package),
+                 "-p", "seed", "1"]) == 0
+    listing = capsys.readouterr().out
+    assert "00_hello" in listing and "run" in listing and "source changed, parameters changed, ood_utils changed" in listing
+    runs = run_notebooks("mini", notebooks_dir=folder, out_dir=out, package_dir=package, html=False)
+    assert _statuses(runs) == {"00_hello": "ok"}
+    assert _decisions(folder, out, package) == {"00_hello": "finished, nothing changed"}
+    (out / "00_hello.ipynb").unlink()
+    assert _decisions(folder, out, package) == {"00_hello": "executed copy missing"}
+
+
+def test_decide_on_unfinished_and_old_entries(tmp_path):
+    inputs = run.freshness.current_inputs("abc", {"profile": "mini"}, "p1", {"torch": "1"})
+    output = tmp_path / "x.ipynb"
+    output.write_text("{}")
+    assert run.decide({"status": "failed", "inputs": inputs}, inputs, output) == run.Decision(True, "last run failed")
+    assert run.decide({"status": "running", "inputs": inputs}, inputs, output).reason == "last run did not finish (running)"
+    assert run.decide({"status": "ok", "inputs": inputs}, inputs, output) == run.Decision(False, "finished, nothing changed")
+    # an entry written before inputs were recorded runs again, saying what it cannot vouch for
+    assert run.decide({"status": "ok"}, inputs, output).reason == (
+        "source changed, parameters changed, ood_utils changed, versions changed")
+
+
+def test_package_hash_covers_code_and_tables_only(package):
+    before = run.package_hash(package)
+    assert before == run.package_hash(package)
+    (package / "README.md").write_text("docs")
+    assert run.package_hash(package) == before
+    (package / "metrics.py").rename(package / "metrics2.py")  # a renamed module is a change
+    assert run.package_hash(package) != before
+    assert run.freshness.pinned_requirements()  # read from pyproject.toml
+    assert "torch" in run.installed_versions() and "python" in run.installed_versions()
+
+
+# ---------------------------------------------------------------------------------------------------- HTML
+
+@pytest.mark.notebook
+def test_html_renderings_and_index_link_notebooks_and_figures(tmp_path, fixtures_dir, package):
+    pytest.importorskip("nbconvert")
+    from ood_utils import paths
+
+    folder = _notebooks(tmp_path, fixtures_dir, "00_hello", "20_plot")
+    out = tmp_path / "runs"
+    figure = paths.figures_dir("mini") / "mme_fig2_fixture_mini.png"
+    figure.unlink(missing_ok=True)
+    run_notebooks("mini", notebooks_dir=folder, out_dir=out, package_dir=package)
+    html_dir = out / "html"
+    hello = (html_dir / "00_hello.html").read_text()
+    assert "<html" in hello and "hello mini 0" in hello  # outputs are in the rendering
+    assert "data:image/png;base64" in (html_dir / "20_plot.html").read_text()  # the figure is embedded
+    index = (html_dir / "index.html").read_text()
+    assert 'href="00_hello.html"' in index and 'href="20_plot.html"' in index
+    link = Path(os.path.relpath(figure, html_dir)).as_posix()
+    assert f'src="{link}"' in index and (html_dir / link).resolve() == figure.resolve()
+    assert "mirrors: MME Fig. 2" in index  # from the figure's name, as in figures/README.md
+
+    # a skipped notebook keeps its rendering; a deleted one is rebuilt without re-running the notebook
+    (html_dir / "00_hello.html").unlink()
+    runs = run_notebooks("mini", notebooks_dir=folder, out_dir=out, package_dir=package)
+    assert set(_statuses(runs).values()) == {"skipped"} and (html_dir / "00_hello.html").exists()
+
+
+def test_index_without_renderings_still_lists_every_notebook(tmp_path):
+    from ood_utils.run import html
+
+    manifest = {"notebooks": {"00_a": {"status": "ok", "seconds": 1.0},
+                              "05_b": {"status": "failed", "seconds": 0.5,
+                                       "error": {"cell": 3, "ename": "ValueError", "evalue": "boom"}}},
+                "environment": {"device": "cpu"}}
+    index = html.write_index(tmp_path, "mini", manifest, notebooks_dir=tmp_path).read_text()
+    assert "00_a" in index and "failed" in index and "cell 3: ValueError: boom" in index
+
+
+# ------------------------------------------------------------------------------------------------ make lab
+
+def test_make_lab_starts_the_kits_kernel_and_allows_root_only_as_root():
+    import subprocess
+
+    from ood_utils import paths
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    stamp = paths.REPO_ROOT / ".venv" / ".installed"
+    if not stamp.exists():
+        pytest.skip("no .venv built by make setup")
+    dry = subprocess.run(["make", "-n", "lab"], cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    command = [line for line in dry.stdout.splitlines() if "jupyter lab" in line]
+    assert command, dry.stdout
+    assert f"default_kernel_name={run.KERNEL_NAME}" in command[-1]
+    assert ("--allow-root" in command[-1]) == (os.getuid() == 0)

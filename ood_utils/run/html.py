@@ -1,0 +1,129 @@
+"""HTML renderings of the executed notebooks and an index page: a run that opens in any browser.
+
+    runs/<profile>/html/<name>.html    one executed notebook, outputs and figures embedded
+    runs/<profile>/html/index.html     every notebook of the profile: status, time, rendering, its figures
+
+For workshops: after ``python -m ood_utils.run``, open ``index.html`` (or serve the folder with
+``python -m http.server``); nothing needs Jupyter. Rendered with nbconvert's HTMLExporter.
+"""
+from __future__ import annotations
+
+import html
+import os
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+from .. import paths
+
+FOLDER = "html"
+INDEX = "index.html"
+
+
+def available() -> bool:
+    try:
+        import nbconvert  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def render(executed: Path, target: Path) -> Path:
+    """Write the HTML rendering of one executed notebook (images embedded, so the file stands alone)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(executed), as_version=4))
+    paths.write_bytes(target, body.encode())
+    return target
+
+
+def update(out: Path, profile: str, manifest: dict, fresh: list, notebooks_dir=None) -> Path | None:
+    """Render the notebooks executed now (and any executed copy without a rendering), then the index."""
+    if not available():
+        print("note: no HTML renderings (nbconvert is not installed: pip install nbconvert)", file=sys.stderr)
+        return None
+    folder = out / FOLDER
+    fresh_names = {run.name for run in fresh}
+    for name in manifest.get("notebooks", {}):
+        executed, target = out / f"{name}.ipynb", folder / f"{name}.html"
+        if not executed.exists():
+            continue
+        stale = not target.exists() or target.stat().st_mtime < executed.stat().st_mtime
+        if name in fresh_names or stale:
+            try:
+                render(executed, target)
+            except Exception as err:  # a rendering problem must not fail a run that succeeded
+                print(f"warning: could not render {executed} to HTML ({type(err).__name__}: {err})", file=sys.stderr)
+    return write_index(out, profile, manifest, notebooks_dir)
+
+
+def _figures(profile: str, names: list[str], notebooks_dir) -> tuple[dict[str, list], list[Path]]:
+    """Figure files of this profile per notebook (with what each mirrors), and the files no notebook claims."""
+    from .. import figure_index
+
+    files = sorted(paths.figures_dir(profile).glob("*.png"))
+    claimed: set[Path] = set()
+    per_notebook: dict[str, list] = {}
+    declared = figure_index.figures_by_notebook(figure_index.collect(Path(notebooks_dir) if notebooks_dir else None))
+    for name in names:
+        for fig in declared.get(name, []):
+            for f in files:
+                if fnmatch(f.name, fig.pattern()) and f not in claimed:
+                    per_notebook.setdefault(name, []).append((f, fig.mirrors))
+                    claimed.add(f)
+    return per_notebook, [f for f in files if f not in claimed]
+
+
+def _thumb(path: Path, folder: Path, caption: str) -> str:
+    href = html.escape(Path(os.path.relpath(path, folder)).as_posix())
+    return (f'<figure><a href="{href}"><img src="{href}" alt="{html.escape(path.stem)}" loading="lazy"></a>'
+            f"<figcaption><b>{html.escape(path.stem)}</b><br>{html.escape(caption)}</figcaption></figure>")
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0}td,th{border-bottom:1px solid #ddd;padding:.35rem .7rem;text-align:left}
+.ok{color:#007a3d}.failed{color:#b00020}.other{color:#8a6d00}
+figure{display:inline-block;margin:.4rem;width:15rem;vertical-align:top}img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.8rem}.env{font-size:.85rem;color:#555}"""
+
+
+def write_index(out: Path, profile: str, manifest: dict, notebooks_dir=None) -> Path:
+    """``<out>/html/index.html``: one row per notebook of the manifest, then its figures."""
+    folder = out / FOLDER
+    entries = dict(sorted(manifest.get("notebooks", {}).items()))
+    per_notebook, unclaimed = _figures(profile, list(entries), notebooks_dir)
+    env = manifest.get("environment", {})
+    rows, sections = [], []
+    for name, entry in entries.items():
+        status = entry.get("status", "?")
+        page = folder / f"{name}.html"
+        link = f'<a href="{html.escape(page.name)}">{html.escape(name)}</a>' if page.exists() else html.escape(name)
+        seconds = entry.get("seconds")
+        error = entry.get("error") or {}
+        detail = f"cell {error.get('cell')}: {error.get('ename')}: {error.get('evalue')}" if error else ""
+        css = status if status in ("ok", "failed") else "other"
+        rows.append(f"<tr><td>{link}</td><td class='{css}'>{html.escape(status)}</td>"
+                    f"<td>{'' if seconds is None else f'{seconds:.1f} s'}</td>"
+                    f"<td>{html.escape(str(entry.get('finished', '')))}</td><td>{html.escape(detail)}</td>"
+                    f"<td>{len(per_notebook.get(name, []))}</td></tr>")
+        if per_notebook.get(name):
+            thumbs = "".join(_thumb(f, folder, f"mirrors: {m}") for f, m in per_notebook[name])
+            sections.append(f"<h3>{html.escape(name)}</h3>{thumbs}")
+    if unclaimed:
+        sections.append("<h3>other figures in this profile's folder</h3>"
+                        + "".join(_thumb(f, folder, "no notebook declares it") for f in unclaimed))
+    facts = ", ".join(f"{k} {html.escape(str(env.get(k)))}" for k in ("git_sha", "device", "python", "torch")
+                      if env.get(k) is not None)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OOD kit · {html.escape(profile)}</title>
+<style>{STYLE}</style></head><body>
+<h1>OOD reproduction kit · profile {html.escape(profile)}</h1>
+<p class="env">updated {html.escape(str(manifest.get('updated', '')))}; {facts}{' · smoke mode' if env.get('smoke') else ''}</p>
+<table><tr><th>notebook</th><th>status</th><th>time</th><th>finished</th><th>error</th><th>figures</th></tr>
+{''.join(rows)}</table>
+<h2>Figures</h2>{''.join(sections) or '<p>No figures yet.</p>'}
+</body></html>
+"""
+    target = folder / INDEX
+    paths.write_bytes(target, page.encode())
+    return target

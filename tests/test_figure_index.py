@@ -1,0 +1,79 @@
+"""figures/README.md: every figure the notebooks write, read from the code; stale file -> failing test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ood_utils import figure_index as fi
+from ood_utils import paths
+
+README = paths.REPO_ROOT / "figures" / "README.md"
+
+
+def _notebook(folder: Path, name: str, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# title")] + [nbformat.v4.new_code_cell(s) for s in sources]
+    path = folder / name
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_readme_lists_every_figure_of_the_notebooks():
+    expected = fi.markdown(fi.collect())
+    assert README.exists() and README.read_text() == expected, (
+        "figures/README.md is stale: run `python -m ood_utils.figure_index --write figures/README.md`")
+
+
+def test_call_sites_names_conditions_and_mirrors(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder, "10_greg_toy.ipynb",
+              '%matplotlib inline\nplots.savefig(fig, "greg_fig1a_surface", cfg.profile)',
+              'for ds in cfg.id_datasets:\n    plots.savefig(fig, f"greg_table4_{ds}", cfg.profile)',
+              'if cfg.profile != "mini":\n    pass\nelse:\n'
+              '    # mirrors: GReg Fig. 3 (loss curves)\n    plots.savefig(fig, "greg_curves", cfg.profile)',
+              'plots.savefig(fig, name="bood_eq6_alg1_walk.png")\nfig.savefig("not_the_kit.png")',
+              'plots.savefig(fig, "toy_overview")\nplots.savefig(fig, "mme_score_view")')
+    package = tmp_path / "pkg"
+    (package / "greg").mkdir(parents=True)
+    (package / "greg" / "figures.py").write_text(
+        "from .. import plots\n\n\ndef draw_radius(cfg):\n    fig = None\n"
+        "    plots.savefig(fig, 'greg_eq4_radius', cfg.profile)\n\n\n"
+        "def helper(fig, name, profile):\n    plots.savefig(fig, name, profile)  # name from the caller\n\n\n"
+        "def unused(fig):\n    plots.savefig(fig, 'greg_orphan')\n")
+    _notebook(folder, "11_greg_finetune.ipynb", "greg.figures.draw_radius(cfg)")
+    figures = fi.collect(folder, package)
+    rows = {(f.name, f.notebook): f for f in figures}
+    assert rows[("greg_fig1a_surface", "10_greg_toy")].mirrors == "GReg Fig. 1a"
+    assert rows[("greg_fig1a_surface", "10_greg_toy")].site == "cell 1"  # counting every cell, from 0
+    assert rows[("greg_table4_{ds}", "10_greg_toy")].mirrors == "GReg Table 4"
+    assert rows[("greg_table4_{ds}", "10_greg_toy")].pattern() == "greg_table4_*.png"
+    curves = rows[("greg_curves", "10_greg_toy")]
+    assert curves.mirrors == "GReg Fig. 3 (loss curves)"  # the comment wins over the name
+    assert curves.condition == "not (cfg.profile != 'mini')"
+    assert rows[("bood_eq6_alg1_walk", "10_greg_toy")].mirrors == "BOOD eq. (6), Alg. 1"
+    assert rows[("toy_overview", "10_greg_toy")].mirrors == fi.KIT_OWN
+    assert rows[("mme_score_view", "10_greg_toy")].mirrors == f"{fi.KIT_OWN} (MME)"
+    assert rows[("greg_eq4_radius", "11_greg_finetune")].site == "pkg/greg/figures.py:6"
+    assert rows[("greg_orphan", "ood_utils")].mirrors == fi.KIT_OWN + " (GReg)"
+    assert not any(f.name in ("not_the_kit", "{name}") for f in figures)
+    assert [f.notebook for f in figures][:6] == ["10_greg_toy"] * 6  # notebook order, then call order
+    table = fi.markdown(figures)
+    assert "| `greg_curves.png` | 10_greg_toy | GReg Fig. 3 (loss curves) | when `not (cfg.profile != 'mini')` |" in table
+
+
+def test_check_flags_a_stale_file(tmp_path, capsys):
+    stale = tmp_path / "README.md"
+    stale.write_text("# Figures\nold\n")
+    assert fi.main(["--check", str(stale)]) == 1
+    assert "is stale" in capsys.readouterr().err
+    assert fi.main(["--write", str(stale)]) == 0
+    assert fi.main(["--check", str(stale)]) == 0
+
+
+@pytest.mark.parametrize("name, mirrors", [("mme_fig5_sensitivity", "MME Fig. 5"), ("greg_figure3_x", "GReg Fig. 3"),
+                                           ("mme_prop1_check", "MME Proposition 1"), ("00_metrics", fi.KIT_OWN)])
+def test_mirrors_from_the_name(name, mirrors):
+    assert fi.mirrors_of(name, [""], 1) == mirrors
