@@ -45,6 +45,18 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "preset":      {"mini": "cifar", "quick": "cifar", "paper": "cifar"},
         "ood_sets":    {"mini": None, "quick": None, "paper": None},  # None = every OOD set of the ID dataset
     },
+    # GReg (notebooks 10-12): loss weights and margins of the public code (its CIFAR values in every profile)
+    "greg": {
+        "lambda_s":    {"mini": 0.1, "quick": 0.1, "paper": 0.1},
+        "lambda_grad": {"mini": 1.0, "quick": 1.0, "paper": 1.0},
+        "m_in":        {"mini": -25.0, "quick": -25.0, "paper": -25.0},
+        "m_aux":       {"mini": -7.0, "quick": -7.0, "paper": -7.0},
+        "grad_form":   {"mini": "paper", "quick": "paper", "paper": "paper"},   # or "public_code"
+        "n_clusters":  {"mini": None, "quick": None, "paper": None},   # K-Means k (None = the ID batch size)
+        "pool_factor": {"mini": 6, "quick": 6, "paper": 6},            # candidate pool = factor x ID batch
+        "toy_steps":   {"mini": 400, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
+        "toy_seeds":   {"mini": 3, "quick": 3, "paper": 5},
+    },
     # BOOD (notebooks 30-32). None = the paper's value for each ID dataset (ood_utils.bood.experiments).
     "bood": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
@@ -65,6 +77,29 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},
         "sweeps":         {"mini": True, "quick": False, "paper": True},   # Figs. 5-6 and Tables 3, 6
     },
+    # GReg (notebooks 10-12): fine-tuning with Energy / OE / POEM (+ Grad) and the samplers of Table 5
+    # (ood_utils.greg.experiments). None for id_datasets / archs = the paper's tables for the profile.
+    "greg": {
+        "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
+        "archs":          {"mini": None, "quick": None, "paper": None},   # paper: ResNet-18, WRN-40-2, DenseNet
+        "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},            # the paper's three trials
+        "ft_epochs":      {"mini": 1, "quick": 2, "paper": 20},           # fine-tuning, SGD + cosine
+        "ft_lr":          {"mini": 0.02, "quick": 0.01, "paper": 0.01},
+        "ft_batch_size":  {"mini": 32, "quick": 64, "paper": 64},         # ID images per step
+        "ft_max_train":   {"mini": 384, "quick": 10000, "paper": None},   # ID images per fine-tuning epoch
+        "ft_eval_max":    {"mini": 300, "quick": 2000, "paper": 10000},   # images per OOD test set
+        "aux_per_id":     {"mini": 2, "quick": 2, "paper": 2},            # outliers per ID image in a step
+        "pool_factor":    {"mini": 4, "quick": 4, "paper": 3},            # sampler's candidate pool / outliers kept
+        "n_clusters":     {"mini": None, "quick": None, "paper": None},   # None = ID batch size (Algorithm 1)
+        "lambda_s":       {"mini": 0.1, "quick": 0.1, "paper": 0.1},
+        "lambda_grad":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},
+        "m_in":           {"mini": -15.0, "quick": -25.0, "paper": -25.0},  # mini: the small CNN's energy range
+        "m_aux":          {"mini": -5.0, "quick": -7.0, "paper": -7.0},
+        "grad_form":      {"mini": "paper", "quick": "paper", "paper": "paper"},  # or "public_code"
+        "plus_init":      {"mini": "base", "quick": "base", "paper": "scratch"},  # GReg+ on CIFAR: from scratch
+        "plus_epochs":    {"mini": 1, "quick": 2, "paper": 60},
+        "plus_lr":        {"mini": 0.02, "quick": 0.01, "paper": 0.1},
+    },
 }
 
 # What smoke mode shrinks (only values not set explicitly): key -> cap.
@@ -76,6 +111,8 @@ SMOKE_CAPS: dict[str, Any] = {
     "reg_epochs": 1,
     "n_outliers": 4,
     "n_seeds": 1,
+    "toy_steps": 40,
+    "toy_seeds": 2,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -83,12 +120,22 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,), "lr": (float, int), "weight_decay": (float, int), "max_train": (int, type(None)),
     "max_eval": (int, type(None)), "num_workers": (int,), "amp": (bool,), "checkpoint": (str, type(None)),
     "preset": (str,), "ood_sets": (list, tuple, type(None)),
+    # greg
+    "lambda_s": (float, int), "lambda_grad": (float, int), "m_in": (float, int), "m_aux": (float, int),
+    "grad_form": (str,), "n_clusters": (int, type(None)), "pool_factor": (int,), "toy_steps": (int,),
+    "toy_seeds": (int,),
     # bood
     "id_datasets": (list, tuple, type(None)), "latent_arch": (str,), "latent_epochs": (int,),
     "temperature": (float, int), "sd_weights": (str, type(None)), "step_size": (float, int),
     "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
     "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
     "reg_init": (str,), "n_seeds": (int,), "sweeps": (bool,),
+    # greg
+    "archs": (list, tuple, type(None)), "ft_epochs": (int,), "ft_lr": (float, int), "ft_batch_size": (int,),
+    "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)), "aux_per_id": (int,),
+    "pool_factor": (int,), "n_clusters": (int, type(None)), "lambda_s": (float, int), "lambda_grad": (float, int),
+    "m_in": (float, int), "m_aux": (float, int), "grad_form": (str,), "plus_init": (str,), "plus_epochs": (int,),
+    "plus_lr": (float, int),
 }
 
 
