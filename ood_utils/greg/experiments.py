@@ -1,0 +1,348 @@
+"""The GReg experiments: fine-tune a base classifier with an OOD objective, then score every OOD set.
+
+What notebooks 11 and 12 run (Tables 1-2, 4, 5, 6 of the paper), one function per step::
+
+    cfg = experiments.resolve_config("mini")                 # validated, before any work
+    for setting in experiments.settings(cfg):                # (id_dataset, arch) pairs of the profile
+        rows = experiments.run_methods(cfg, setting, ["energy", "greg"])    # seeds x methods, cached
+        base = experiments.posthoc_baselines(cfg, setting)   # MSP, ODIN, Energy, ReAct, DICE on the base
+
+A *run* fine-tunes the profile's base classifier (``train.get_classifier``: trained once, cached) with one
+objective of :mod:`.objectives` for ``ft_epochs`` epochs of SGD + cosine, and is cached under a key that
+holds everything that changes its weights: method, sampler, seed, ID dataset, every hyperparameter and the
+base model's fingerprint. An interrupted run resumes from its per-epoch checkpoint. Every fine-tuned model
+is scored with the energy score (higher = more ID, ``logsumexp`` of the logits), the detector the paper
+evaluates its objectives with; the rows are those of :func:`ood_utils.metrics.evaluate_sets`.
+
+Table 5 compares samplers: each step the sampler sees a candidate pool of ``pool_factor`` times the
+auxiliary batch and keeps ``aux_per_id`` x the ID batch (the paper's 2 n_ID) chosen with the current model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import data, features, metrics, paths, profiles, train
+from ..detectors import get_detector
+from .objectives import METHODS as OBJECTIVES
+from .objectives import IDAuxLoader, make_objective
+from .regularizer import FORMS
+
+# ------------------------------------------------------------------------------------------------ names
+
+@dataclass(frozen=True)
+class Run:
+    """One trainable method of the experiments: an objective of :mod:`.objectives` and its sampler."""
+
+    objective: str             # a key of objectives.METHODS
+    sampler: str | None        # None = the objective's own sampler
+    title: str                 # the paper's row label (Table 4 spelling where it has one)
+
+
+#: every method the experiments train, by the kit's name
+RUNS = {
+    "energy": Run("energy", None, "Energy"),
+    "greg": Run("greg", None, "Energy + Grad"),
+    "oe": Run("oe", None, "OE"),
+    "oe_grad": Run("oe_grad", None, "OE + Grad"),
+    "poem": Run("poem", None, "POEM"),
+    "poem_grad": Run("poem_grad", None, "POEM + Grad"),
+    "random": Run("energy", "random", "Random sampling"),
+    "dos": Run("dos", None, "DOS"),
+    "energy_clustering": Run("energy_clustering", None, "Energy only clustering"),
+    "greg_plus": Run("greg_plus", None, "GReg+"),
+}
+#: Table 4 (and Tables 1-2): three objectives, each without and with the gradient term
+FINETUNE_METHODS = ("energy", "greg", "oe", "oe_grad", "poem", "poem_grad")
+#: each objective without the gradient term -> with it
+GRAD_PAIRS = {"energy": "greg", "oe": "oe_grad", "poem": "poem_grad"}
+#: Table 5: samplers trained with the energy loss (no gradient term), then GReg+ (Algorithm 1 + gradient term)
+SAMPLING_METHODS = ("random", "poem", "dos", "energy_clustering", "greg_plus")
+#: the post-hoc baselines of Tables 1-3, computed on the base classifier
+POSTHOC = {"msp": "MSP", "odin": "ODIN", "energy_score": "Energy Score", "react": "ReAct", "dice": "DICE"}
+_POSTHOC_DETECTOR = {"msp": "msp", "odin": "odin", "energy_score": "energy", "react": "react", "dice": "dice"}
+
+#: per profile: the ID datasets and the networks of the paper's tables (None in a parameter = these)
+ID_DATASETS = {"mini": ("mnist5k", "mnist6"), "quick": ("cifar10",), "paper": ("cifar10", "cifar100")}
+ARCHS = {"mini": ("mnist_cnn",), "quick": ("resnet18",), "paper": ("resnet18", "wrn40_2", "densenet100")}
+#: the hyperparameters a run's cache key and recipe hold
+HYPER = ("ft_batch_size", "ft_max_train", "aux_per_id", "pool_factor", "n_clusters", "lambda_s", "lambda_grad",
+         "m_in", "m_aux", "weight_decay", "grad_form")
+#: the two training recipes: Table 4 fine-tunes the base model; Table 5 (GReg+) trains from ``plus_init``
+RECIPES = ("finetune", "sampling")
+
+
+def check_methods(names, valid=tuple(RUNS)) -> tuple[str, ...]:
+    """The method names, or a ValueError listing the valid ones."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {unknown or names}; valid: {', '.join(valid)}")
+    return names
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+def resolve_config(profile: str = "mini", **params) -> profiles.Config:
+    """``profiles.resolve(profile, "greg", ...)`` plus the checks of this track, all before any work:
+    ID datasets and networks exist, margins in order, a candidate pool that holds what a step keeps."""
+    cfg = profiles.resolve(profile, "greg", **params)
+    ids = tuple(cfg.id_datasets) if cfg.id_datasets else ID_DATASETS[cfg.profile]
+    archs = tuple(cfg.archs) if cfg.archs else (ARCHS[cfg.profile] if "arch" not in cfg.overridden else (cfg.arch,))
+    if cfg.smoke:  # smoke mode: the first setting only, unless chosen explicitly
+        ids = ids if "id_datasets" in cfg.overridden else ids[:1]
+        archs = archs if "archs" in cfg.overridden else archs[:1]
+    for name in ids:
+        if name not in data.ID_DATASETS:
+            raise profiles.ConfigError(f"unknown ID dataset {name!r}; valid: {', '.join(data.ID_DATASETS)}")
+    from ..models import ARCHITECTURES
+    for arch in archs:
+        if arch not in ARCHITECTURES:
+            raise profiles.ConfigError(f"unknown arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+    if not cfg.m_in < cfg.m_aux:
+        raise profiles.ConfigError(f"margins in the wrong order: m_in={cfg.m_in} must be below m_aux={cfg.m_aux} "
+                                   "(ID energies are pushed below m_in, outliers above m_aux)")
+    for key in ("ft_epochs", "ft_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
+        if cfg.values[key] < 1:
+            raise profiles.ConfigError(f"{key} must be >= 1, got {cfg.values[key]}")
+    if cfg.grad_form not in FORMS:
+        raise profiles.ConfigError(f"unknown grad_form {cfg.grad_form!r}; valid: {', '.join(FORMS)}")
+    if cfg.plus_init not in ("base", "scratch"):
+        raise profiles.ConfigError(f"unknown plus_init {cfg.plus_init!r}; valid: base, scratch")
+    if cfg.n_clusters is not None and not 1 <= cfg.n_clusters <= cfg.ft_batch_size:
+        raise profiles.ConfigError(f"n_clusters must be in [1, ft_batch_size={cfg.ft_batch_size}] (the paper's "
+                                   f"k = ID batch size), got {cfg.n_clusters}")
+    values = {**cfg.values, "id_datasets": ids, "archs": archs}
+    return dataclasses.replace(cfg, values=MappingProxyType(values))
+
+
+def settings(cfg) -> list[tuple[str, str]]:
+    """The (id_dataset, arch) pairs a run covers, in table order."""
+    return [(d, a) for d in cfg.id_datasets for a in cfg.archs]
+
+
+def for_setting(cfg, setting: tuple[str, str]) -> profiles.Config:
+    """``cfg`` with ``id_dataset`` / ``arch`` set to one setting (what the shared modules read)."""
+    id_dataset, arch = setting
+    return dataclasses.replace(cfg, values=MappingProxyType({**cfg.values, "id_dataset": id_dataset, "arch": arch}))
+
+
+def seeds(cfg) -> list[int]:
+    """``n_seeds`` consecutive seeds from ``cfg.seed`` (the paper's three trials)."""
+    return [cfg.seed + i for i in range(cfg.n_seeds)]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+def check_data(cfg) -> None:
+    """Every dataset of every setting on disk, or one error naming the ``data_prep`` command."""
+    missing = []
+    for id_dataset, _ in settings(cfg):
+        if data.ID_DATASETS[id_dataset].source == "embedded":
+            continue
+        from ..data import real
+        names = [id_dataset, data.auxiliary_set(id_dataset), *data.ood_sets(id_dataset)]
+        missing += [n for n in names if not real.is_available(n) and n not in missing]
+    if missing:
+        raise data.DatasetNotFound(f"profile {cfg.profile!r} needs {', '.join(missing)}; get them with: "
+                                   f"python -m data_prep --get {' '.join(missing)}")
+
+
+def base_classifier(cfg, setting, progress: bool = False):
+    """The cached base classifier of a setting (``train.get_classifier``), in eval mode."""
+    return train.get_classifier(cfg.profile, cfg=for_setting(cfg, setting), progress=progress)
+
+
+def _loader(dataset, batch_size: int, seed: int, cfg):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                       generator=torch.Generator().manual_seed(seed), num_workers=cfg.num_workers)
+
+
+def train_loader(cfg, setting, name: str, seed: int) -> IDAuxLoader:
+    """ID batches of ``ft_batch_size`` zipped with auxiliary batches: ``aux_per_id`` x that for plain
+    objectives, ``pool_factor`` times more when a sampler picks from a candidate pool."""
+    id_dataset, _ = setting
+    run = RUNS[name]
+    sampler = run.sampler or OBJECTIVES[run.objective].sampler
+    b = cfg.ft_batch_size
+    n_aux = cfg.aux_per_id * b * (cfg.pool_factor if sampler != "none" else 1)
+    id_set = data.get_dataset(id_dataset, "train", train_transform=True, max_n=cfg.ft_max_train, seed=seed)
+    aux_set = data.get_dataset(data.auxiliary_set(id_dataset), "train", id_dataset=id_dataset, seed=seed)
+    if len(id_set) < b or len(aux_set) < n_aux:
+        raise ValueError(f"{id_dataset}: {len(id_set)} ID and {len(aux_set)} auxiliary images cannot fill one "
+                         f"step of {b} ID and {n_aux} auxiliary images; lower ft_batch_size or pool_factor")
+    return IDAuxLoader(_loader(id_set, b, seed, cfg), _loader(aux_set, n_aux, seed + 10_000, cfg))
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+def recipe(cfg, kind: str = "finetune") -> dict:
+    """Epochs, learning rate and starting point of a recipe: ``finetune`` (Table 4: the base classifier,
+    ``ft_epochs`` at ``ft_lr``) or ``sampling`` (Table 5: ``plus_init`` = "base" or "scratch", as the paper
+    trains GReg+ on CIFAR from scratch, ``plus_epochs`` at ``plus_lr``)."""
+    if kind not in RECIPES:
+        raise ValueError(f"unknown recipe {kind!r}; valid: {', '.join(RECIPES)}")
+    if kind == "finetune":
+        return {"init": "base", "epochs": cfg.ft_epochs, "lr": cfg.ft_lr}
+    return {"init": cfg.plus_init, "epochs": cfg.plus_epochs, "lr": cfg.plus_lr}
+
+
+def run_key(cfg, setting, name: str, seed: int, base_fingerprint: str, kind: str = "finetune") -> str:
+    """Cache name of a fine-tuned model: readable prefix + a hash of everything that changes its weights."""
+    check_methods([name])
+    spec = {"run": dataclasses.asdict(RUNS[name]), "seed": seed, "setting": list(setting), "smoke": cfg.smoke,
+            "base": base_fingerprint, **recipe(cfg, kind), **{k: cfg.values[k] for k in HYPER}}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{setting[0]}_{setting[1]}_{name}_s{seed}_{digest}" + ("_smoke" if cfg.smoke else "")
+
+
+def objective(cfg, name: str, seed: int, steps_per_epoch: int | None = None):
+    """The ``loss_fn`` of a method with the profile's weights, margins and sampler settings."""
+    run = RUNS[name]
+    return make_objective(run.objective, sampler=run.sampler, lambda_s=cfg.lambda_s,
+                          lambda_grad=cfg.lambda_grad, m_in=cfg.m_in, m_aux=cfg.m_aux, form=cfg.grad_form,
+                          n_clusters=cfg.n_clusters, seed=seed, steps_per_epoch=steps_per_epoch)
+
+
+def _start_model(cfg, setting, init: str, seed: int):
+    """The model a run starts from: the base classifier (a fresh copy on every call) or new random weights."""
+    from ..models import build_model
+
+    base, _ = base_classifier(cfg, setting)
+    if init == "base":
+        return base, features.model_fingerprint(base)
+    if init != "scratch":
+        raise ValueError(f"unknown plus_init {init!r}; valid: base, scratch")
+    profiles.seed_everything(seed)
+    model = build_model(setting[1], data.ID_DATASETS[setting[0]].num_classes).to(cfg.torch_device)
+    return model, "scratch"
+
+
+def finetune(cfg, setting, name: str, seed: int, kind: str = "finetune", progress: bool = False):
+    """Load-or-train one model of a recipe (:func:`recipe`); returns ``(model, meta)``. ``meta["source"]``
+    is ``"cache"`` or ``"trained"``; a trained run records its seconds and the loss history."""
+    check_methods([name])
+    rec = recipe(cfg, kind)
+    model, start = _start_model(cfg, setting, rec["init"], seed)
+    key = run_key(cfg, setting, name, seed, start, kind)
+    folder = paths.cache_dir("greg", cfg.profile, "finetuned")
+    weights, meta_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    meta = train._read_cached(model, weights, meta_path, cfg)
+    if meta is not None:
+        return model.eval(), {**meta, "source": "cache", "key": key}
+    loader = train_loader(cfg, setting, name, seed)
+    profiles.seed_everything(seed)
+    t0 = time.perf_counter()
+    hist = train.fit(model, loader, epochs=rec["epochs"], lr=rec["lr"], weight_decay=cfg.weight_decay,
+                     device=cfg.torch_device, ckpt_path=folder / f"{key}.train.pt", amp=cfg.amp,
+                     loss_fn=objective(cfg, name, seed, len(loader)), progress=progress)
+    meta = train._save_final(model, weights, meta_path, {
+        "method": name, "seed": seed, "setting": list(setting), "smoke": cfg.smoke,
+        "seconds": time.perf_counter() - t0, "history": hist["history"], **rec,
+        **{k: cfg.values[k] for k in HYPER}})
+    (folder / f"{key}.train.pt").unlink(missing_ok=True)
+    (folder / f"{key}.train.pt.json").unlink(missing_ok=True)
+    return model.eval(), {**meta, "source": "trained", "key": key}
+
+
+def energy_id_score(logits: np.ndarray) -> np.ndarray:
+    """``logsumexp(logits)`` = ``-S_En``: the energy score with higher = more ID, in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    top = z.max(1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(1, keepdims=True)))[:, 0]
+
+
+def set_features(model, cfg, setting, tag: str, progress: bool = False) -> dict:
+    """Cached (features, logits, labels) of the ID test set (``"id"``) and of every OOD set (capped at
+    ``ft_eval_max`` images each)."""
+    scfg = for_setting(cfg, setting)
+    out = {"id": features.get_features(model, setting[0], "test", scfg, tag, max_n=None, progress=progress)}
+    for name in data.ood_sets(setting[0]):
+        out[name] = features.get_features(model, name, "test", scfg, tag, max_n=cfg.ft_eval_max, progress=progress)
+    return out
+
+
+def evaluate_model(model, cfg, setting, method: str, tag: str, seed: int, n_boot: int = 0) -> list[dict]:
+    """Rows of ``metrics.evaluate_sets`` for the energy score of ``model`` (per OOD set, average, near,
+    far), plus one ``id_accuracy`` row (dataset ``"id"``)."""
+    feats = set_features(model, cfg, setting, tag)
+    scores = {k: energy_id_score(v.logits) for k, v in feats.items()}
+    for k, s in scores.items():
+        if not np.isfinite(s).all():
+            raise FloatingPointError(f"{method} (seed {seed}): non-finite energy scores on {k}")
+    rows = evaluate_scores(method, scores, setting, seed, n_boot)
+    acc = metrics.accuracy(feats["id"].logits, feats["id"].labels)
+    return rows + [{"method": method, "dataset": "id", "group": "id", "id_accuracy": acc,
+                    "id_dataset": setting[0], "arch": setting[1], "seed": seed}]
+
+
+def evaluate_scores(method: str, scores: dict, setting, seed: int, n_boot: int = 0) -> list[dict]:
+    """``metrics.evaluate_sets`` over the setting's OOD sets, each row tagged with id_dataset, arch, seed."""
+    rows = metrics.evaluate_sets(method, scores, data.ood_sets(setting[0]), n_boot=n_boot, seed=seed)
+    return [{**r, "id_dataset": setting[0], "arch": setting[1], "seed": seed} for r in rows]
+
+
+def run_methods(cfg, setting, names, kind: str = "finetune", progress: bool = True) -> pd.DataFrame:
+    """Train and evaluate every method x seed of one setting with a recipe (cached runs are read, not
+    retrained); the base classifier is evaluated too, as method ``"base"`` (Table 6's "Clean")."""
+    from tqdm.auto import tqdm
+
+    names = check_methods(names)
+    base, _ = base_classifier(cfg, setting)
+    rows = evaluate_model(base, cfg, setting, "base", "base", cfg.seed)
+    jobs = [(n, s) for s in seeds(cfg) for n in names]
+    for name, seed in tqdm(jobs, desc=f"{setting[0]} fine-tunes", disable=not progress, leave=False):
+        model, meta = finetune(cfg, setting, name, seed, kind)
+        rows += [{**r, "seconds": meta.get("seconds", np.nan)}
+                 for r in evaluate_model(model, cfg, setting, name, f"greg_{meta['key']}", seed)]
+    return pd.DataFrame(rows)
+
+
+def run_all(cfg, names, kind: str = "finetune", progress: bool = True) -> pd.DataFrame:
+    """:func:`run_methods` for every setting of the profile, one DataFrame."""
+    check_data(cfg)
+    return pd.concat([run_methods(cfg, s, names, kind, progress) for s in settings(cfg)], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------ post-hoc
+
+def _images(dataset, limit: int | None = None) -> torch.Tensor:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=512, shuffle=False)
+    out = torch.cat([b[0] for b in loader])
+    return out if limit is None else out[:limit]
+
+
+def posthoc_baselines(cfg, setting, n_boot: int = 200, names=tuple(POSTHOC)) -> pd.DataFrame:
+    """MSP, ODIN, Energy, ReAct and DICE on the base classifier (the post-hoc rows of Tables 1-3), with
+    bootstrap 95% intervals (``auroc_lo`` ...): one model, so the uncertainty is the test sets' own."""
+    names = check_methods(names, tuple(POSTHOC))
+    base, _ = base_classifier(cfg, setting)
+    scfg = for_setting(cfg, setting)
+    feats = set_features(base, cfg, setting, "base")
+    train_f = features.get_features(base, setting[0], "train", scfg, "base")
+    from ..models import head_weights
+    W, b = head_weights(base)
+    preset = "imagenet" if setting[0].startswith("imagenet") else "cifar"
+    groups = data.ood_sets(setting[0])
+    rows = []
+    for name in names:
+        if name == "odin":
+            det = get_detector("odin", std=tuple(data.ID_DATASETS[setting[0]].std)).fit()
+            scores = {"id": det.score_inputs(base, _images(data.get_dataset(setting[0], "test")))}
+            for ood in groups:
+                ds = data.get_dataset(ood, "test", id_dataset=setting[0], max_n=cfg.ft_eval_max)
+                scores[ood] = det.score_inputs(base, _images(ds))
+        else:
+            det = get_detector(_POSTHOC_DETECTOR[name], preset=preset).fit(
+                train_f.feats, train_f.logits, train_f.labels, W, b)
+            scores = {k: det.score(v.feats, v.logits) for k, v in feats.items()}
+        rows += evaluate_scores(name, scores, setting, cfg.seed, n_boot)
+    return pd.DataFrame(rows)

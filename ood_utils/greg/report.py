@@ -1,0 +1,215 @@
+"""GReg's results as records, tables over seeds and claims with verdicts.
+
+Records are named like the transcribed tables (``ood_utils/tables/greg.csv``): table numbers, the paper's
+method spellings per table, the kit's dataset names, fractions as :mod:`ood_utils.metrics` returns them.
+Claims compare two methods over seeds with :func:`ood_utils.results.seed_verdict`; the paper's own
+difference for the same comparison is read from the transcribed tables, never typed in.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import results
+
+#: which printed table holds each ID dataset's main results; mini's datasets stand in for the CIFAR tables
+MAIN_TABLE = {"cifar10": "1", "cifar100": "2", "imagenet10": "3", "mnist5k": "1", "mnist6": "2"}
+#: the paper's row label of each kit method, per table (a method a table does not print keeps a kit label)
+TITLES = {
+    "main": {"energy": "Energy Loss", "greg": "GReg", "oe": "OE", "poem": "POEM", "dos": "DOS",
+             "greg_plus": "GReg+", "msp": "MSP", "odin": "ODIN", "energy_score": "Energy Score",
+             "react": "ReAct", "dice": "DICE"},
+    "4": {"energy": "Energy", "greg": "Energy + Grad", "oe": "OE", "oe_grad": "OE + Grad", "poem": "POEM",
+          "poem_grad": "POEM + Grad"},
+    "5": {"random": "Random sampling", "poem": "POEM", "dos": "DOS", "energy_clustering": "Energy only clustering",
+          "greg_plus": "GReg+"},
+    "6": {"base": "Clean", "energy": "Energy Loss", "greg": "GReg", "dos": "DOS", "greg_plus": "GReg+"},
+}
+#: where the paper's own number for a comparison comes from (table, setting)
+PAPER_REFERENCE = {"4": "CIFAR-10/DenseNet-100", "5": "CIFAR-100/DenseNet-100", "6": "CIFAR-10/DenseNet-100"}
+METRICS = ("auroc", "fpr95")
+HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "id_accuracy": True}
+
+
+def title(method: str, table: str = "main") -> str:
+    return TITLES.get(table, {}).get(method, method)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+def summarise(rows: pd.DataFrame, datasets=None) -> pd.DataFrame:
+    """Mean and std over seeds per (id_dataset, arch, method, dataset): columns ``auroc``, ``auroc_std``,
+    ``fpr95``, ``fpr95_std`` (and ``id_accuracy`` on the ``"id"`` rows), ``n_seeds``."""
+    frame = rows if datasets is None else rows[rows["dataset"].isin(datasets)]
+    keys = ["id_dataset", "arch", "method", "dataset"]
+    cols = [c for c in ("auroc", "fpr95", "id_accuracy") if c in frame.columns]
+    grouped = frame.groupby(keys, sort=False)
+    out = grouped[cols].mean()
+    std = grouped[cols].std(ddof=0).add_suffix("_std")
+    out = out.join(std).join(grouped["seed"].nunique().rename("n_seeds")).reset_index()
+    return out.dropna(axis=1, how="all")
+
+
+def mean_pm_std(summary: pd.DataFrame, metric: str = "auroc", datasets=None, percent: bool = True) -> pd.DataFrame:
+    """A display table: methods x datasets, cells "mean ± std" (percent like the paper)."""
+    frame = summary if datasets is None else summary[summary["dataset"].isin(datasets)]
+    scale = 100.0 if percent else 1.0
+    cell = frame.apply(lambda r: f"{scale * r[metric]:.1f} ± {scale * r.get(metric + '_std', 0.0):.1f}"
+                       if pd.notna(r[metric]) else "", axis=1)
+    wide = frame.assign(cell=cell).pivot_table(index=["id_dataset", "method"], columns="dataset", values="cell",
+                                               aggfunc="first", sort=False)
+    order = [d for d in (datasets or dict.fromkeys(frame["dataset"])) if d in wide.columns]
+    return wide[order]
+
+
+def per_seed(rows: pd.DataFrame, id_dataset: str, method: str, dataset: str, metric: str) -> np.ndarray:
+    """The values over seeds (in seed order) of one cell."""
+    sel = rows[(rows["id_dataset"] == id_dataset) & (rows["method"] == method) & (rows["dataset"] == dataset)]
+    return sel.sort_values("seed")[metric].to_numpy(dtype=float)
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+def _rows_to_records(rows: pd.DataFrame, table_of, method_names, datasets, metrics_, cfg) -> list:
+    recs = []
+    for r in rows.itertuples(index=False):
+        r = r._asdict()
+        table = table_of(r["id_dataset"])
+        if table is None or r["method"] not in method_names or r["dataset"] not in datasets:
+            continue
+        name = title(r["method"], table if table in TITLES else "main")
+        for metric in metrics_:
+            value = r.get(metric)
+            if value is not None and np.isfinite(value):
+                recs.append(results.record("greg", table, name, r["dataset"], metric, float(value),
+                                           setting=f"{r['id_dataset']}/{r['arch']}", seed=int(r["seed"]),
+                                           profile=cfg.profile))
+    return recs
+
+
+def finetune_records(rows: pd.DataFrame, posthoc: pd.DataFrame, cfg) -> list:
+    """Notebook 11: Tables 1-3 (per set and average), Table 4 (average, near, far), Table 6 (ID accuracy)."""
+    sets = set(rows["dataset"]) - {"id"}
+    main = list(TITLES["main"])
+    recs = _rows_to_records(rows, MAIN_TABLE.get, main, sets, METRICS, cfg)
+    recs += _rows_to_records(posthoc, MAIN_TABLE.get, main, sets, METRICS, cfg)
+    recs += _rows_to_records(rows, lambda _: "4", list(TITLES["4"]), {"average", "near", "far"}, METRICS, cfg)
+    recs += _rows_to_records(rows, lambda _: "6", ["base", "energy", "greg"], {"id"}, ("id_accuracy",), cfg)
+    return recs
+
+
+def sampling_records(rows: pd.DataFrame, cfg) -> list:
+    """Notebook 12: Table 5 (average, near, far), DOS and GReg+ in Tables 2-3, Table 6 (ID accuracy)."""
+    sets = set(rows["dataset"]) - {"id"}
+    recs = _rows_to_records(rows, lambda _: "5", list(TITLES["5"]), {"average", "near", "far"}, METRICS, cfg)
+    recs += _rows_to_records(rows, MAIN_TABLE.get, ["dos", "greg_plus"], sets, METRICS, cfg)
+    recs += _rows_to_records(rows, lambda _: "6", ["dos", "greg_plus"], {"id"}, ("id_accuracy",), cfg)
+    return recs
+
+
+# ------------------------------------------------------------------------------------------------ claims
+
+def paper_difference(table: str, better: str, worse: str, metric: str, setting: str | None = None):
+    """The paper's own ``better - worse`` (in its direction, percent points) for a comparison, or None when
+    the table does not print both cells."""
+    setting = setting or PAPER_REFERENCE.get(table)
+    tab = results.paper_table("greg", table)
+    sel = tab[(tab["setting"] == setting) & (tab["dataset"] == "average") & (tab["metric"] == metric)]
+    values = dict(zip(sel["method"], sel["value"]))
+    b, w = title(better, table), title(worse, table)
+    if b not in values or w not in values:
+        return None
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    return round(sign * (values[b] - values[w]), 2)
+
+
+def compare_claim(rows: pd.DataFrame, cfg, *, better: str, worse: str, id_dataset: str, arch: str, dataset: str,
+                  metric: str, text: str, table: str, note: str = "") -> dict:
+    """One claim "``better`` beats ``worse``" tested over seeds on one cell; ours = the mean effect in the
+    paper's direction (percent points) with +- two standard errors, the paper's value from its table."""
+    sel = rows[rows["arch"] == arch]
+    a = per_seed(sel, id_dataset, better, dataset, metric)
+    b = per_seed(sel, id_dataset, worse, dataset, metric)
+    if a.size == 0 or b.size == 0:
+        raise ValueError(f"no {metric} values for {better!r} and {worse!r} on {id_dataset}/{dataset}")
+    v = results.seed_verdict(a, b, higher_is_better=HIGHER_IS_BETTER[metric])
+    delta, noise = 100.0 * v["delta"], 100.0 * v["noise"]
+    paper = paper_difference(table, better, worse, metric)
+    paper_text = None if paper is None else f"{paper:+.2f} ({PAPER_REFERENCE[table]}, Table {table}, average)"
+    bounds = {} if not np.isfinite(noise) else {"ours_lo": delta - noise, "ours_hi": delta + noise}
+    return results.claim("greg", text, ours=delta, verdict=v["verdict"], paper_value=paper_text,
+                         setting=results.setting_label(profile=cfg.profile, id_dataset=id_dataset, arch=arch),
+                         profile=cfg.profile, unit=f"{metric} points on {dataset}, + = the paper's direction",
+                         note=note or f"{v['n']} seeds; {title(better, table)} {100 * v['better'][0]:.2f} vs "
+                                      f"{title(worse, table)} {100 * v['worse'][0]:.2f}", **bounds)
+
+
+def grad_claims(rows: pd.DataFrame, cfg, pairs=None) -> list[dict]:
+    """Table 4: "+Grad improves Energy, OE and POEM", per ID dataset: near-OOD AUROC and FPR95 (where the
+    differences between methods live), and the average FPR95 the paper leads with."""
+    from .experiments import GRAD_PAIRS
+
+    out = []
+    for plain, grad in (pairs or GRAD_PAIRS).items():
+        for id_dataset, arch in _settings(rows):
+            for dataset, metric in (("near", "auroc"), ("near", "fpr95"), ("average", "fpr95")):
+                if not _has(rows, id_dataset, dataset, (plain, grad)):
+                    continue
+                out.append(compare_claim(rows, cfg, better=grad, worse=plain, id_dataset=id_dataset, arch=arch,
+                                         dataset=dataset, metric=metric, table="4",
+                                         text=f"adding the gradient term improves {title(plain, '4')} ({metric}, "
+                                              f"{dataset})"))
+    return out
+
+
+def accuracy_claims(rows: pd.DataFrame, cfg, pairs=(("greg", "energy"),)) -> list[dict]:
+    """Table 6: GReg does not hurt ID accuracy (it is at least Energy Loss's); GReg+ vs DOS in notebook 12."""
+    out = []
+    for better, worse in pairs:
+        for id_dataset, arch in _settings(rows):
+            if _has(rows, id_dataset, "id", (better, worse)):
+                out.append(compare_claim(rows, cfg, better=better, worse=worse, id_dataset=id_dataset, arch=arch,
+                                         dataset="id", metric="id_accuracy", table="6",
+                                         text=f"{title(better, '6')} keeps ID accuracy at least that of "
+                                              f"{title(worse, '6')}"))
+    return out
+
+
+def sampling_claims(rows: pd.DataFrame, cfg) -> list[dict]:
+    """Table 5: energy-based clustering beats random, POEM and DOS sampling (all trained with the energy
+    loss alone), and GReg+ (the same sampler with the gradient term) beats energy-only clustering."""
+    comparisons = [("energy_clustering", other) for other in ("random", "poem", "dos")]
+    comparisons.append(("greg_plus", "energy_clustering"))
+    out = []
+    for better, worse in comparisons:
+        for id_dataset, arch in _settings(rows):
+            for dataset, metric in (("near", "auroc"), ("near", "fpr95"), ("average", "fpr95")):
+                if _has(rows, id_dataset, dataset, (better, worse)):
+                    out.append(compare_claim(rows, cfg, better=better, worse=worse, id_dataset=id_dataset,
+                                             arch=arch, dataset=dataset, metric=metric, table="5",
+                                             text=f"{title(better, '5')} beats {title(worse, '5')} ({metric}, "
+                                                  f"{dataset})"))
+    return out
+
+
+def _settings(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(rows["id_dataset"], rows["arch"])))
+
+
+def _has(rows: pd.DataFrame, id_dataset: str, dataset: str, methods) -> bool:
+    sel = rows[(rows["id_dataset"] == id_dataset) & (rows["dataset"] == dataset)]
+    return all(m in set(sel["method"]) for m in methods)
+
+
+def claims_table(claims: list[dict]) -> pd.DataFrame:
+    """The claims as a display table."""
+    cols = ["claim", "setting", "ours", "ours_lo", "ours_hi", "paper_value", "verdict"]
+    return pd.DataFrame(claims, columns=[*cols, "note", "unit", "paper", "profile"])[cols]
+
+
+def verdict_counts(claims: list[dict]) -> dict[str, int]:
+    """How many claims got each verdict."""
+    counts = {v: 0 for v in results.VERDICTS}
+    for c in claims:
+        counts[c["verdict"]] += 1
+    return {k: v for k, v in counts.items() if v}
