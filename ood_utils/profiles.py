@@ -76,6 +76,14 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "reg_init":       {"mini": "base", "quick": "scratch", "paper": "scratch"},
         "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},
         "sweeps":         {"mini": True, "quick": False, "paper": True},   # Figs. 5-6 and Tables 3, 6
+        # decoders (eq. 6): the mini latent diffusion model, Stable Diffusion v1.4 (DreamOOD: PLMS 50, cfg 7.5)
+        "ldm_ae_steps":     {"mini": 1000, "quick": 1000, "paper": 1000},  # mini LDM autoencoder steps
+        "ldm_steps":        {"mini": 3000, "quick": 3000, "paper": 3000},  # mini LDM denoiser steps
+        "ldm_sample_steps": {"mini": 50, "quick": 50, "paper": 50},        # DDIM steps
+        "sd_steps":         {"mini": 50, "quick": 50, "paper": 50},
+        "sd_guidance":      {"mini": 7.5, "quick": 7.5, "paper": 7.5},
+        "sd_size":          {"mini": 512, "quick": 512, "paper": 512},     # generated; saved at 256
+        "sd_batch":         {"mini": 8, "quick": 16, "paper": 16},
     },
     # GReg (notebooks 10-12): fine-tuning with Energy / OE / POEM (+ Grad) and the samplers of Table 5
     # (ood_utils.greg.experiments). None for id_datasets / archs = the paper's tables for the profile.
@@ -111,6 +119,11 @@ SMOKE_CAPS: dict[str, Any] = {
     "reg_epochs": 1,
     "n_outliers": 4,
     "n_seeds": 1,
+    "ldm_ae_steps": 20,
+    "ldm_steps": 20,
+    "ldm_sample_steps": 5,
+    "sd_steps": 2,
+    "sd_size": 64,
     "toy_steps": 40,
     "toy_seeds": 2,
 }
@@ -130,6 +143,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
     "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
     "reg_init": (str,), "n_seeds": (int,), "sweeps": (bool,),
+    "ldm_ae_steps": (int,), "ldm_steps": (int,), "ldm_sample_steps": (int,), "sd_steps": (int,),
+    "sd_guidance": (float, int), "sd_size": (int,), "sd_batch": (int,),
     # greg
     "archs": (list, tuple, type(None)), "ft_epochs": (int,), "ft_lr": (float, int), "ft_batch_size": (int,),
     "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)), "aux_per_id": (int,),

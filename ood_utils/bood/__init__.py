@@ -17,3 +17,4 @@ from .boundary import (BoundaryError, Outliers, boundary_outliers, boundary_step
                        select_boundary, sign_step, synthesize)
 from .latent import (CosineHead, LatentEncoder, build_latent_encoder, cosine_logits, latent_loss,
                      train_latent_encoder)
+from .decoders import decode, get_decoder, get_mini_ldm
