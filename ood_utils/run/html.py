@@ -2,6 +2,7 @@
 
     runs/<profile>/html/<name>.html    one executed notebook, outputs and figures embedded
     runs/<profile>/html/index.html     every notebook of the profile: status, time, rendering, its figures
+    runs/<profile>/html/figures/       copies of the profile's figures, so the folder stands alone
 
 For workshops: after ``python -m ood_utils.run``, open ``index.html`` (or serve the folder with
 ``python -m http.server``); nothing needs Jupyter. Rendered with nbconvert's HTMLExporter.
@@ -18,6 +19,7 @@ from .. import paths
 
 FOLDER = "html"
 INDEX = "index.html"
+FIGURES = "figures"  # copies of the profile's figures: the html folder stands alone
 
 
 def available() -> bool:
@@ -75,7 +77,16 @@ def _figures(profile: str, names: list[str], notebooks_dir) -> tuple[dict[str, l
     return per_notebook, [f for f in files if f not in claimed]
 
 
+def _copy_figure(path: Path, folder: Path) -> Path:
+    """A copy of a figure inside the HTML folder, so that the folder can be shared or served on its own."""
+    copy = folder / FIGURES / path.name
+    if not copy.exists() or copy.stat().st_mtime < path.stat().st_mtime:
+        paths.write_bytes(copy, path.read_bytes())
+    return copy
+
+
 def _thumb(path: Path, folder: Path, caption: str) -> str:
+    path = _copy_figure(path, folder)
     href = html.escape(Path(os.path.relpath(path, folder)).as_posix())
     return (f'<figure><a href="{href}"><img src="{href}" alt="{html.escape(path.stem)}" loading="lazy"></a>'
             f"<figcaption><b>{html.escape(path.stem)}</b><br>{html.escape(caption)}</figcaption></figure>")
