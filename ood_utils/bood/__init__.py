@@ -12,9 +12,10 @@ Modules: ``anchors`` (class token embeddings), ``latent`` (the aligned encoder),
 notebooks run), ``report`` (records and verdicts), ``figures``.
 """
 from .anchors import (AnchorError, Anchors, anchor_source, anchors_from_table, check_clip_tokenizer,
-                      check_sd_weights, class_anchors, minilm_dir, sd_dir)
+                      check_sd_weights, class_anchors, embedding_table, minilm_dir, sd_dir)
 from .boundary import (BoundaryError, Outliers, boundary_outliers, boundary_steps, predict, rescale_to_anchors,
                        select_boundary, sign_step, synthesize)
 from .latent import (CosineHead, LatentEncoder, build_latent_encoder, cosine_logits, latent_loss,
                      train_latent_encoder)
 from .decoders import decode, get_decoder, get_mini_ldm
+from . import baselines, experiments, figures, regularize, report  # noqa: E402  (modules: bood.report...)

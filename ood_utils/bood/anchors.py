@@ -163,18 +163,24 @@ def _sd_table(folder: str) -> tuple[object, torch.Tensor]:
     return tok, encoder.get_input_embeddings().weight.detach().clone()
 
 
+def embedding_table(source: str = "minilm", sd_weights=None) -> tuple[object, torch.Tensor]:
+    """(tokenizer, token-embedding table) of the text model behind ``source`` (loaded once per process)."""
+    if source not in SOURCES:
+        raise AnchorError(f"unknown anchor source {source!r}; valid: {', '.join(SOURCES)}")
+    if source == "minilm":
+        return _minilm_table()
+    return _sd_table(str(check_sd_weights(sd_weights).resolve()))
+
+
 def class_anchors(class_names, source: str = "minilm", sd_weights=None) -> Anchors:
     """Gamma(y) for ``class_names`` from the ``"minilm"`` (mini) or ``"sd"`` (SD v1.4 CLIP) embedding table."""
     if source not in SOURCES:
         raise AnchorError(f"unknown anchor source {source!r}; valid: {', '.join(SOURCES)}")
     if len(class_names) < 2:
         raise AnchorError(f"need at least two class names, got {list(class_names)}")
-    if source == "minilm":
-        tok, table = _minilm_table()
-        return anchors_from_table(class_names, tok, table, "all-MiniLM-L6-v2 word embeddings")
-    folder = check_sd_weights(sd_weights)
-    tok, table = _sd_table(str(folder.resolve()))
-    return anchors_from_table(class_names, tok, table, "SD v1.4 CLIP ViT-L/14 token embeddings")
+    tok, table = embedding_table(source, sd_weights)
+    name = "all-MiniLM-L6-v2 word embeddings" if source == "minilm" else "SD v1.4 CLIP ViT-L/14 token embeddings"
+    return anchors_from_table(class_names, tok, table, name)
 
 
 def anchor_source(profile: str) -> str:

@@ -1,0 +1,279 @@
+"""What notebooks 30 and 32 run: settings per profile, the latent space of an ID dataset, outlier features
+from BOOD or a baseline, classifiers trained with and without the decoded outliers, their evaluation.
+
+Everything heavy is cached (``fit`` checkpoints, ``features.get_features``), so a re-run takes seconds.
+Decoding outlier features into images is the decoders' job (:mod:`ood_utils.bood.decoders`); this module
+only asks for images through :func:`decode_outliers`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import data, features, metrics, models, profiles
+from . import baselines, regularize
+from .regularize import with_values
+from .anchors import Anchors, anchor_source, check_sd_weights, class_anchors
+from .boundary import Outliers, boundary_outliers
+from .latent import LatentEncoder, train_latent_encoder
+
+#: the ID datasets each profile reports on (``id_datasets = None``)
+DEFAULT_ID_DATASETS = {"mini": ("mnist5k", "mnist6"), "quick": ("cifar100",), "paper": ("cifar100", "imagenet100")}
+#: the OOD sets of each paper table, and the table's ID dataset
+TABLE_SETS = {"cifar100": {1: ("svhn", "places365", "lsun_c", "isun", "textures")},
+              "imagenet100": {2: ("inaturalist", "places", "sun", "textures"), 7: ("ninco", "ssb_hard")}}
+#: the sweeps of Figs. 5-6 (percent for r); mini keeps three points of each
+SWEEPS = {"mini": {"step_size": (0.005, 0.015, 0.05), "extra_steps": (0, 2, 5), "boundary_ratio": (2.5, 5.0, 20.0),
+                   "reg_weight": (0.5, 2.5, 10.0)},
+          "paper": {"step_size": (0.005, 0.01, 0.015, 0.02, 0.03), "extra_steps": (0, 1, 2, 3, 4, 5),
+                    "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0)}}
+SWEEPS["quick"] = SWEEPS["mini"]
+
+
+# ------------------------------------------------------------------------------------------ settings
+
+def id_datasets(cfg) -> tuple[str, ...]:
+    """The ID datasets to report on: ``cfg.id_datasets`` or the profile's (mini: mnist5k and mnist6)."""
+    names = tuple(cfg.id_datasets or DEFAULT_ID_DATASETS[cfg.profile])
+    for name in names:
+        if name not in data.ID_DATASETS:
+            raise profiles.ConfigError(f"unknown ID dataset {name!r} in id_datasets; valid: {', '.join(data.ID_DATASETS)}")
+    return names
+
+
+def paper_values(cfg, dataset: str) -> dict:
+    """beta and phi's width: the user's values, else the paper's (ImageNet-100: 1.0 and a 512-wide MLP;
+    CIFAR-100 and mini: 2.5 and Linear(1, 2))."""
+    imagenet = dataset.startswith("imagenet")
+    return {"reg_weight": float(cfg.reg_weight if cfg.reg_weight is not None else (1.0 if imagenet else 2.5)),
+            "phi_hidden": int(cfg.phi_hidden if cfg.phi_hidden is not None else (512 if imagenet else 0))}
+
+
+def evaluated_sets(dataset: str) -> dict[str, str]:
+    """OOD sets to score, ``{name: near|far}``: the paper tables' sets for the real benchmarks, every
+    paired set in mini."""
+    groups = data.ood_sets(dataset)
+    if dataset in TABLE_SETS:
+        wanted = [s for sets in TABLE_SETS[dataset].values() for s in sets]
+        return {s: groups[s] for s in dict.fromkeys(wanted)}
+    return groups
+
+
+def check_setup(cfg) -> tuple[str, ...]:
+    """Everything a run needs, checked before any training: parameters, datasets, SD weights."""
+    names = id_datasets(cfg)
+    if cfg.latent_arch not in models.ARCHITECTURES:
+        raise profiles.ConfigError(f"unknown latent_arch {cfg.latent_arch!r}; valid: {', '.join(models.ARCHITECTURES)}")
+    if cfg.reg_init not in ("base", "scratch"):
+        raise profiles.ConfigError(f"reg_init must be 'base' or 'scratch', got {cfg.reg_init!r}")
+    for key in ("step_size", "temperature"):
+        if not cfg.values[key] > 0:
+            raise profiles.ConfigError(f"{key} must be > 0, got {cfg.values[key]}")
+    if not 0 < cfg.boundary_ratio <= 100:
+        raise profiles.ConfigError(f"boundary_ratio is a percentage in (0, 100], got {cfg.boundary_ratio}")
+    for key in ("max_steps", "n_outliers", "n_seeds", "latent_epochs", "reg_epochs"):
+        if cfg.values[key] < 1:
+            raise profiles.ConfigError(f"{key} must be >= 1, got {cfg.values[key]}")
+    if cfg.extra_steps < 0:
+        raise profiles.ConfigError(f"extra_steps must be >= 0, got {cfg.extra_steps}")
+    for name in names:
+        info = data.ID_DATASETS[name]
+        if info.source == "real":
+            missing = [s for s in (name, *evaluated_sets(name)) if not _available(s)]
+            if missing:
+                raise data.DatasetNotFound(f"{name} needs {', '.join(missing)}: run "
+                                           f"`python -m data_prep --get {' '.join(missing)}`")
+    if anchor_source(cfg.profile) == "sd":
+        check_sd_weights(cfg.sd_weights)
+    return names
+
+
+def _available(name: str) -> bool:
+    real = data._real
+    return real is not None and real.is_available(name)
+
+
+# ------------------------------------------------------------------------------------------ latent space
+
+@dataclass
+class LatentSpace:
+    """One ID dataset's aligned encoder and the normalised-or-not features of its training images."""
+
+    dataset: str
+    anchors: Anchors
+    encoder: LatentEncoder
+    train: features.Features
+    test: features.Features
+    info: dict
+
+    @property
+    def test_accuracy(self) -> float:
+        return metrics.accuracy(self.test.logits, self.test.labels)
+
+
+def get_anchors(cfg, dataset: str) -> Anchors:
+    return class_anchors(data.ID_DATASETS[dataset].class_names, anchor_source(cfg.profile), cfg.sd_weights)
+
+
+def latent_space(cfg, dataset: str, *, temperature: float | None = None, progress: bool = True) -> LatentSpace:
+    """Anchors, the trained encoder of eq. (2) and its features (train and test split), all cached."""
+    t = float(temperature if temperature is not None else cfg.temperature)
+    dcfg = with_values(cfg, id_dataset=dataset)
+    anchors = get_anchors(cfg, dataset)
+    encoder, info = train_latent_encoder(dcfg, dataset, anchors, arch=cfg.latent_arch, temperature=t,
+                                         epochs=cfg.latent_epochs, progress=progress)
+    tag = f"bood-latent-t{t:g}"
+    train = features.get_features(encoder, dataset, "train", dcfg, tag, progress=progress)
+    test = features.get_features(encoder, dataset, "test", dcfg, tag, progress=progress)
+    return LatentSpace(dataset, anchors, encoder, train, test, info)
+
+
+# ------------------------------------------------------------------------------------------ outlier features
+
+OUTLIER_METHODS = ("BOOD",) + baselines.METHODS
+
+
+def outlier_features(space: LatentSpace, cfg, method: str = "BOOD", *, seed: int = 0, **overrides) -> Outliers:
+    """Outlier features of ``method`` from the training features; ``overrides`` replace step_size,
+    extra_steps, max_steps, boundary_ratio (the sweeps)."""
+    p = {k: overrides.get(k, cfg.values[k]) for k in ("step_size", "extra_steps", "max_steps", "boundary_ratio")}
+    walk = dict(ratio=p["boundary_ratio"], alpha=p["step_size"], max_steps=p["max_steps"],
+                temperature=cfg.temperature)
+    z, y, g = space.train.feats, space.train.labels, space.anchors.vectors
+    if method == "BOOD":
+        return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], **walk)
+    if method == "boundary_only":
+        return baselines.boundary_only(z, y, g, **walk)
+    if method == "random_then_perturb":
+        return baselines.random_then_perturb(z, y, g, extra_steps=p["extra_steps"], seed=seed, **walk)
+    if method in ("gaussian_noise", "away_from_centroids"):
+        dist = baselines.mean_walk_distance(z, y, g, extra_steps=p["extra_steps"], **walk)
+        fn = getattr(baselines, method)
+        return fn(z, y, g, dist, seed=seed, **walk) if method == "gaussian_noise" else fn(z, y, g, dist, **walk)
+    if method == "dreamood":
+        sigma = 0.03 if space.dataset.startswith("imagenet") else 0.07
+        k = min(300, max(1, int(np.bincount(y).min()) - 1))
+        return baselines.dreamood(z, y, g, ratio=p["boundary_ratio"], k=k, sigma=sigma, seed=seed)
+    raise ValueError(f"unknown outlier method {method!r}; valid: {', '.join(OUTLIER_METHODS)}")
+
+
+def repeat_per_class(outliers: Outliers, n_per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each class's outlier features cycled to ``n_per_class`` rows (each decoded with its own noise, as
+    the paper generates 1000 images per class from a few dozen boundary features)."""
+    zs, ys = [], []
+    for c in outliers.labels.unique().tolist():
+        rows = (outliers.labels == c).nonzero().squeeze(1)
+        take = rows[torch.arange(n_per_class) % len(rows)]
+        zs.append(outliers.z[take])
+        ys.append(outliers.labels[take])
+    return torch.cat(zs), torch.cat(ys)
+
+
+def decode_outliers(cfg, space: LatentSpace, outliers: Outliers, *, seed: int = 0,
+                    progress: bool = True) -> torch.Tensor:
+    """Outlier images in [0, 1], ``n_outliers`` per class: the mini latent diffusion model or SD v1.4."""
+    from . import decoders
+
+    z, y = repeat_per_class(outliers, cfg.n_outliers)
+    return decoders.decode(cfg, space, z, y, seed=seed, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------ classifiers
+
+@dataclass
+class Run:
+    """One trained OOD classifier: energy scores per set (``"id"`` first), ID accuracy, what it saw."""
+
+    method: str
+    dataset: str
+    seed: int
+    scores: dict
+    id_accuracy: float
+    n_outliers: int
+    params: dict
+
+
+_IMAGES: dict = {}     # decoded outliers of this process, keyed by the features' digest
+
+
+def outlier_images(cfg, space: LatentSpace, outliers: Outliers, progress: bool = True) -> torch.Tensor:
+    key = (space.dataset, regularize.digest(outliers.z), cfg.n_outliers, cfg.profile, cfg.smoke)
+    if key not in _IMAGES:
+        _IMAGES[key] = decode_outliers(cfg, space, outliers, seed=0, progress=progress)
+    return _IMAGES[key]
+
+
+def run_classifier(cfg, space: LatentSpace, method: str, seed: int, *, outliers: Outliers | None = None,
+                   reg_weight: float | None = None, progress: bool = True, **params) -> Run:
+    """Train (or read back) and score one classifier. ``method="Energy"``: no outliers, cross-entropy
+    only; otherwise ``outliers`` are decoded and the classifier is trained with eq. (7)."""
+    dataset = space.dataset
+    pv = paper_values(cfg, dataset)
+    beta = pv["reg_weight"] if reg_weight is None else float(reg_weight)
+    images = None if outliers is None else outlier_images(cfg, space, outliers, progress)
+    name = "".join(ch if ch.isalnum() else "-" for ch in method.lower())
+    model = regularize.train_classifier(cfg, dataset, images, seed=seed, beta=beta, phi_hidden=pv["phi_hidden"],
+                                        name=name, progress=progress)
+    # one feature cache per trained model: its name holds what makes it differ
+    tag = f"bood-{name}-s{seed}-b{beta:g}" + ("" if images is None else f"-o{regularize.digest(images)}")
+    scores, acc = regularize.energy_scores(model, cfg, dataset, evaluated_sets(dataset), tag, progress)
+    return Run(method, dataset, seed, scores, acc, 0 if images is None else len(images),
+               {"reg_weight": beta, **params})
+
+
+def run_rows(run: Run) -> list[dict]:
+    """Tidy rows of one run: per OOD set and the summaries (``metrics.evaluate_sets``), plus ID accuracy."""
+    groups = evaluated_sets(run.dataset)
+    rows = []
+    for table, sets in (TABLE_SETS.get(run.dataset) or {None: tuple(groups)}).items():
+        sub = {s: groups[s] for s in sets}
+        rows += metrics.evaluate_sets(run.method, {"id": run.scores["id"], **{s: run.scores[s] for s in sub}}, sub,
+                                      id_dataset=run.dataset, seed=run.seed, table=table, **run.params)
+    rows.append({"method": run.method, "dataset": "id", "group": "id", "id_accuracy": run.id_accuracy,
+                 "id_dataset": run.dataset, "seed": run.seed, "table": None, **run.params})
+    return rows
+
+
+def main_comparison(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
+    """Tables 1-2 at this profile's scale: the same classifier trained without outliers ("Energy") and
+    with BOOD's decoded outliers, over ``n_seeds`` seeds."""
+    outliers = outlier_features(space, cfg, "BOOD")
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.n_seeds):
+        runs.append(run_classifier(cfg, space, "Energy", seed, progress=progress))
+        runs.append(run_classifier(cfg, space, "BOOD", seed, outliers=outliers, progress=progress))
+    return runs
+
+
+ABLATIONS = {"boundary_only": "boundary identification only", "random_then_perturb": "feature perturbation only",
+             "gaussian_noise": "Gaussian noise", "away_from_centroids": "away from class centroids",
+             "dreamood": "DreamOOD"}
+
+
+def ablations(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
+    """Tables 3 and 6 and the DreamOOD sampler, one seed (``cfg.seed``): only the outlier features differ."""
+    return [run_classifier(cfg, space, label, cfg.seed, outliers=outlier_features(space, cfg, method, seed=cfg.seed),
+                           progress=progress) for method, label in ABLATIONS.items()]
+
+
+def sweeps(cfg, space: LatentSpace, progress: bool = True) -> dict[str, list[Run]]:
+    """Figs. 5-6: one parameter varied at a time around the profile's values, one seed."""
+    grids = SWEEPS[cfg.profile]
+    if cfg.smoke:
+        grids = {k: v[:2] for k, v in grids.items()}
+    out = {}
+    for key, values in grids.items():
+        out[key] = []
+        for v in values:
+            if key == "reg_weight":
+                outliers = outlier_features(space, cfg, "BOOD")
+                run = run_classifier(cfg, space, "BOOD", cfg.seed, outliers=outliers, reg_weight=v, progress=progress,
+                                     sweep=key, value=v)
+            else:
+                outliers = outlier_features(space, cfg, "BOOD", **{key: v})
+                run = run_classifier(cfg, space, "BOOD", cfg.seed, outliers=outliers, progress=progress,
+                                     sweep=key, value=v, n_features=len(outliers))
+            out[key].append(run)
+    return out

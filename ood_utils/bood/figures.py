@@ -1,0 +1,102 @@
+"""Figures of notebooks 30 and 32 (the decoders' figures live beside the decoders)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .. import metrics, plots
+
+
+def pca_2d(points: np.ndarray, fit_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Project onto the top two principal directions of ``fit_on`` (default: ``points``); returns
+    (projected points, the (2, D) directions)."""
+    base = points if fit_on is None else fit_on
+    mean = base.mean(0)
+    _, _, vt = np.linalg.svd(base - mean, full_matrices=False)
+    return (points - mean) @ vt[:2].T, vt[:2]
+
+
+def latent_map(feats, labels, anchors, class_names, *, outliers=None, ax=None, max_points: int = 1500):
+    """The latent sphere seen through PCA: normalised features coloured by class, the anchors' directions
+    as stars (and, if given, outlier features as black crosses). The PCA is fitted on the features."""
+    z = F.normalize(torch.as_tensor(feats).float(), dim=1).numpy()
+    g = F.normalize(torch.as_tensor(anchors).float(), dim=1).numpy()
+    keep = np.random.default_rng(0).permutation(len(z))[:max_points]
+    pz, dirs = pca_2d(z[keep])
+    mean = z[keep].mean(0)
+    pg = (g - mean) @ dirs.T
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 5.5))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    y = np.asarray(labels)[keep]
+    for c, name in enumerate(class_names):
+        ax.scatter(*pz[y == c].T, s=6, alpha=0.35, color=cmap(c % cmap.N), label=name)
+        ax.scatter(*pg[c], marker="*", s=260, color=cmap(c % cmap.N), edgecolor="black", linewidth=0.8)
+    if outliers is not None:
+        po = (F.normalize(torch.as_tensor(outliers).float(), dim=1).numpy() - mean) @ dirs.T
+        ax.scatter(*po.T, marker="x", s=18, color="black", label="outliers")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="normalised features (dots) and anchors (stars)")
+    ax.legend(fontsize=7, markerscale=2, ncol=2, loc="best")
+    return ax.figure
+
+
+def per_set_bars(frame: pd.DataFrame, id_dataset: str, metric: str = "auroc", ax=None):
+    """Mean +- std over seeds of ``metric`` (percent) per OOD set, one bar per method."""
+    import seaborn as sns
+
+    sub = frame[(frame["id_dataset"] == id_dataset) & ~frame["dataset"].isin(["id"])].copy()
+    sub["value"] = sub[metric] * 100
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.6))
+    sns.barplot(data=sub, x="dataset", y="value", hue="method", errorbar="sd", ax=ax, capsize=0.1)
+    ax.set(xlabel="", ylabel=f"{metric.upper()} (%)", title=f"{id_dataset}: {metric.upper()} per OOD set, mean ± std over seeds")
+    ax.tick_params(axis="x", rotation=30)
+    if metric == "auroc":
+        ax.set_ylim(max(0, sub["value"].min() - 5), 100.5)
+    return ax.figure
+
+
+def sweep_panels(sweep_runs: dict, paper_best: dict | None = None):
+    """Figs. 5-6: average AUROC and FPR95 against each swept parameter (one seed)."""
+    keys = list(sweep_runs)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        vals = [r.params["value"] for r in sweep_runs[key]]
+        au = [np.mean([metrics.auroc(r.scores["id"], s) for k, s in r.scores.items() if k != "id"]) * 100
+              for r in sweep_runs[key]]
+        fp = [np.mean([metrics.fpr_at_tpr(r.scores["id"], s) for k, s in r.scores.items() if k != "id"]) * 100
+              for r in sweep_runs[key]]
+        ax.plot(vals, au, "o-", color="tab:blue", label="AUROC")
+        ax2 = ax.twinx()
+        ax2.plot(vals, fp, "s--", color="tab:red", label="FPR95")
+        if paper_best and key in paper_best:
+            ax.axvline(paper_best[key], color="grey", lw=1, ls=":")
+        ax.set(xlabel=key, ylabel="average AUROC (%)")
+        ax2.set_ylabel("average FPR95 (%)", color="tab:red")
+        if key in ("step_size", "reg_weight", "boundary_ratio"):
+            ax.set_xscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def method_points(frame: pd.DataFrame, id_dataset: str, order=None, ax=None):
+    """Average AUROC and FPR95 of each outlier generator (ablations), one seed, as two dot columns."""
+    sub = frame[(frame["id_dataset"] == id_dataset) & (frame["dataset"] == "average")]
+    sub = sub.groupby("method")[["auroc", "fpr95"]].mean() * 100
+    sub = sub.loc[[m for m in (order or sub.index) if m in sub.index]]
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(9, 0.45 * len(sub) + 1.2), sharey=True)
+    for a, metric in zip(ax, ("auroc", "fpr95")):
+        a.barh(sub.index, sub[metric], color="tab:blue" if metric == "auroc" else "tab:red")
+        for i, v in enumerate(sub[metric]):
+            a.text(v, i, f" {v:.1f}", va="center", fontsize=8)
+        a.set(xlabel=f"average {metric.upper()} (%)")
+    ax[0].invert_yaxis()
+    ax[0].figure.tight_layout()
+    return ax[0].figure
+
+
+savefig = plots.savefig
