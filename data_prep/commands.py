@@ -56,7 +56,8 @@ def status(entry: Entry, root: Path, lock: LockFile) -> Status:
     size = entry_size(entry, lock)
     marker = read_marker(target)
     if marker is not None:
-        return Status(entry.name, "present", size, f"complete since {marker.get('completed', '?')}")
+        kind = "stand-in data (rehearsal), " if marker.get("standin") else ""
+        return Status(entry.name, "present", size, f"{kind}complete since {marker.get('completed', '?')}")
     if (target / MARKER).exists():
         return Status(entry.name, "corrupt", size, "unreadable completion marker: run --verify or --get again")
     corrupt = sorted(p.name for p in downloads.glob("*.corrupt")) if downloads.exists() else []
@@ -83,7 +84,9 @@ def verify(entry: Entry, root: Path, lock: LockFile, say: Callable[[str], None] 
     target, downloads = target_folder(entry, root), downloads_folder(entry, root)
     size = entry_size(entry, lock)
     problems = []
-    for archive in entry.archives:           # archives kept after extraction, and files used as they are
+    marker = read_marker(target)
+    standin = bool(marker and marker.get("standin"))   # rehearsal data: real format, not the real bytes
+    for archive in () if standin else entry.archives:  # archives kept after extraction, files used as they are
         candidates = [downloads / archive.filename]
         if archive.format == "file":
             candidates.append(target / archive.filename)
@@ -93,20 +96,22 @@ def verify(entry: Entry, root: Path, lock: LockFile, say: Callable[[str], None] 
                     verify_file(path, entry, archive, lock, record=False, say=say)
                 except DataPrepError as err:
                     problems.append(f"{path}: {err}")
-    if read_marker(target) is None:
+    if marker is None:
         base = status(entry, root, lock)
         if problems:
             return Status(entry.name, "corrupt", size, "; ".join(problems))
         return base
     try:
-        counts = check_counts(entry, target, lock, record=False)
+        counts = check_counts(entry, target, lock, record=False,
+                              expected_counts=marker.get("counts", {}) if standin else None)
     except IncompleteExtraction as err:
         problems.append(str(err))
     if problems:
         (target / MARKER).unlink(missing_ok=True)
         return Status(entry.name, "corrupt", size,
                       "; ".join(problems) + f". Marked incomplete: run `python -m data_prep --get {entry.name}`")
-    return Status(entry.name, "present", size, "verified: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return Status(entry.name, "present", size, ("stand-in data, " if standin else "") + "verified: "
+                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -303,12 +303,16 @@ def count_files(folder: Path, count: Count) -> int:
     return n
 
 
-def check_counts(entry: Entry, folder: Path, lock: LockFile, record: bool) -> dict[str, int]:
-    """Count the files; raise :class:`IncompleteExtraction` on a mismatch, record unpublished counts."""
+def check_counts(entry: Entry, folder: Path, lock: LockFile, record: bool,
+                 expected_counts: dict[str, int] | None = None) -> dict[str, int]:
+    """Count the files; raise :class:`IncompleteExtraction` on a mismatch, record unpublished counts.
+    ``expected_counts`` (pattern -> n) replaces the registry's and the lock file's (stand-in data)."""
     found, problems = {}, []
     for count in entry.counts:
         n = count_files(folder, count)
         expected = count.expected if count.expected is not None else lock.counts.get(entry.name, {}).get(count.pattern)
+        if expected_counts is not None:
+            expected = expected_counts.get(count.pattern)
         if expected is None:
             if n == 0:
                 problems.append(f"{count.pattern}: no files")
@@ -322,9 +326,12 @@ def check_counts(entry: Entry, folder: Path, lock: LockFile, record: bool) -> di
     return found
 
 
-def write_marker(folder: Path, entry: Entry, counts: dict[str, int], digests: dict[str, dict]) -> None:
-    write_json(folder / MARKER, {"name": entry.name, "completed": _now(), "counts": counts,
-                                 "archives": digests})
+def write_marker(folder: Path, entry: Entry, counts: dict[str, int], digests: dict[str, dict],
+                 standin: bool = False) -> None:
+    """The completion record the loaders require. ``standin``: written by ``data_prep.standins`` (rehearsal
+    data in the real format); ``--verify`` then checks the counts recorded here instead of the real ones."""
+    record = {"name": entry.name, "completed": _now(), "counts": counts, "archives": digests}
+    write_json(folder / MARKER, {**record, "standin": True} if standin else record)
 
 
 def install_folder(tmp: Path, target: Path) -> None:
