@@ -115,6 +115,7 @@ SMOKE_CAPS: dict[str, Any] = {
     "epochs": 2,
     "max_train": 1024,
     "max_eval": 128,
+    "num_workers": 0,       # worker processes cost seconds to start, and fork badly inside a test's kernel
     "latent_epochs": 1,
     "reg_epochs": 1,
     "n_outliers": 4,
