@@ -4,16 +4,18 @@
 #   make test        unit tests + every notebook under nbval in smoke mode
 #   make lab         JupyterLab with the kit's kernel
 #   make data        list the real benchmarks and their status (quick/paper profiles)
+#   make rehearse    every notebook under quick and paper, smoke mode, on stand-in data (DEVICE=cpu|cuda)
 PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= mini
 ARGS ?=
+DEVICE ?= cpu
 BIN := $(VENV)/bin
 # Notebook kernels import ood_utils from this checkout, whichever venv runs them.
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 STAMP := $(VENV)/.installed
 
-.PHONY: setup reproduce test lab data clean-runs
+.PHONY: setup reproduce test lab data rehearse clean-runs
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -38,6 +40,9 @@ lab: $(STAMP)
 
 data: $(STAMP)
 	$(BIN)/python -m data_prep --list
+
+rehearse: $(STAMP)
+	$(BIN)/python -m data_prep.rehearse --profiles quick paper --device $(DEVICE) --variants $(ARGS)
 
 clean-runs:
 	rm -rf runs/$(PROFILE) figures/$(PROFILE)
