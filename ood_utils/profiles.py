@@ -54,7 +54,7 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "grad_form":   {"mini": "paper", "quick": "paper", "paper": "paper"},   # or "public_code"
         "n_clusters":  {"mini": None, "quick": None, "paper": None},   # K-Means k (None = the ID batch size)
         "pool_factor": {"mini": 6, "quick": 6, "paper": 6},            # candidate pool = factor x ID batch
-        "toy_steps":   {"mini": 400, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
+        "toy_steps":   {"mini": 300, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
         "toy_seeds":   {"mini": 3, "quick": 3, "paper": 5},
     },
     # BOOD (notebooks 30-32). None = the paper's value for each ID dataset (ood_utils.bood.experiments).
