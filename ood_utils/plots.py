@@ -177,8 +177,8 @@ _LABEL_OFFSETS = [(5, 4), (5, -4), (-5, 4), (-5, -4), (0, 8), (0, -8), (9, 0), (
 def place_labels(ax, xs, ys, labels, fontsize: float = 8, weights=None, avoid=None):
     """Label scattered points without overlaps where possible: each label takes the first position (of a
     few around its point) that overlaps no label placed before, no other point (nor the points ``avoid``,
-    an (M, 2) array) and stays inside the axes; failing that, the least-overlapping one, tied to its point
-    by a thin line when it is far from it. Call it last: the figure's layout must be final."""
+    an (M, 2) array) and stays inside the axes; failing that, the least-overlapping one. A thin leader line
+    ties every label to its point. Call it last: the figure's layout must be final."""
     from matplotlib.transforms import Bbox
 
     fig = ax.figure
@@ -219,19 +219,20 @@ def place_labels(ax, xs, ys, labels, fontsize: float = 8, weights=None, avoid=No
             if cost == 0:
                 break
         cost, dx, dy, ha, va, box = best
-        far = abs(dx) + abs(dy) > 20
+        # a leader line from every label to its own marker, so a label in a crowd names the right point
         ax.annotate(labels[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
-                    ha=ha, va=va, arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6) if far else None)
+                    ha=ha, va=va, arrowprops=dict(arrowstyle="-", color="#999999", lw=0.6, shrinkA=0, shrinkB=3))
         placed.append(box)
     return ax
 
 
 def interval_dots(ax, labels: Sequence[str], values, lo=None, hi=None, *, highlight: Sequence[str] = (),
-                  paper=None, xlabel: str = "", digits: int = 3):
+                  paper=None, paper_label: str = "paper", xlabel: str = "", digits: int = 3):
     """One row per label: a dot at ``values`` with its interval [lo, hi] as a line, ``highlight`` labels in
     orange, and (optionally) ``paper`` values as hollow diamonds: the plot for numbers that differ in the
     third decimal, where a bar's length would only show where its axis was cut. Values are written beside
-    the dots with ``digits`` decimals. Returns the axes."""
+    the dots with ``digits`` decimals; ``paper_label`` names the diamonds (say which setting they come
+    from). Returns the axes."""
     values = np.asarray(values, dtype=float)
     n = len(labels)
     if values.shape != (n,):
@@ -246,7 +247,7 @@ def interval_dots(ax, labels: Sequence[str], values, lo=None, hi=None, *, highli
         theirs = np.array([np.nan if v is None else v for v in paper], dtype=float)
         known = np.isfinite(theirs)
         ax.scatter(theirs[known], y[known], marker="D", facecolor="none", edgecolor="#555555", s=34, zorder=4,
-                   label="paper")
+                   label=paper_label)
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     right = np.nanmax(hi) if hi is not None else np.nanmax(values)
     for yy, v in zip(y, values):

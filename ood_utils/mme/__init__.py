@@ -13,7 +13,7 @@ use it: ``from ood_utils import mme``, then ``mme.<name>``.
 
 Scores are "higher = more ID" throughout; metric values are fractions in [0, 1].
 """
-from .assumptions import (consistency_ratios, covariance_rows, covariance_table, grid_matrix, hypothesis1_summary,
+from .assumptions import (broken_premise_share, consistency_ratios, covariance_rows, covariance_table, grid_matrix, grid_scores, hypothesis1_summary,
                           mme_factor_values, noop_cells, proposition1_check, proposition1_counterexamples,
                           score_covariances, separability, truncation_grid)
 from .benchmark import (DATASET_NAMES, FAMILIES, FIG1_GROUPS, FIG3_SCORES, FIG3_TRUNCATIONS, FIT_ON, LAMBDAS,
@@ -23,11 +23,15 @@ from .benchmark import (DATASET_NAMES, FAMILIES, FIG1_GROUPS, FIG3_SCORES, FIG3_
                         load_benchmark, n_boot_for, per_set, resolve_config, score_sets, wide_table)
 from .ensemble import (COMPONENT_TITLES, TABLE5_VARIANTS, TRUNCATION_TITLES, extra_scores, mme_ablation, mme_vs_best,
                        near_far_summary, per_set_ranks, rank, sensitivity, truncation_variants)
-from .factors import FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, positive_factor
+from .factors import (FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, factor_table,
+                      positive_factor, recombine)
 from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, plot_consistency,
-                      plot_covariance_gaps, plot_method_bars, plot_near_far, plot_proposition,
+                      plot_covariance_gaps, plot_methods, plot_near_far, plot_proposition, plot_scale_tradeoff,
                       plot_score_distributions, plot_sensitivity, plot_truncation_grid)
-from .records import (ARCH_NAMES, ID_NAMES, TABLE_IDS, assumption_records, compare_main, ensemble_records,
+from .records import (ARCH_NAMES, ID_NAMES, MINI_ANALOGUES, TABLE_IDS, analogue_table, assumption_records,
+                      compare_main, ensemble_records,
                       grid_method_name, main_table, paper_pivot, paper_values, reference_settings, setting_name,
                       to_records)
-from .report import assumptions_verdict, ensemble_verdict
+from .report import (VERDICT_ORDER, all_verdict, binomial_noise, claim_sets, claims_table, consistency_claims,
+                     covariance_claims, ensemble_claims, hypothesis1_claims, paired_effect, proposition1_claims,
+                     sensitivity_claim, verdict_counts)

@@ -23,29 +23,46 @@ from .factors import _log_abs
 
 
 # --------------------------------------------------------------------------------------- Assumption 1
-def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None = None,
-                      progress: bool = True) -> pd.DataFrame:
+def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None = None, n_boot: int = 0,
+                      seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Assumption 1: Cov_in(S1, S2) >= Cov_out(S1, S2) for every pair of ``scores`` (Table 4).
 
     One row per (pair, OOD set): ``cov_id`` on the ID test set, ``cov_ood`` on that OOD set (sample
     covariance of the raw scores), ``holds`` = cov_id >= cov_ood, and ``rel_gap`` = (cov_id - cov_ood) /
     |cov_id| (a unit-free size of the gap for plots). The paper's table averages cov_ood over the OOD sets:
-    :func:`covariance_table`."""
+    :func:`covariance_table`. ``n_boot`` > 0 adds ``gap_lo`` / ``gap_hi``, a 95% bootstrap interval of
+    cov_id - cov_ood (ID and OOD samples resampled independently)."""
     values = {s: detector_scores(bench, s, preset=preset) for s in _progress(scores, "scores", progress)}
-    return covariance_rows(values, bench.groups)
+    return covariance_rows(values, bench.groups, n_boot=n_boot, seed=seed)
 
 
-def covariance_rows(values: dict[str, dict[str, np.ndarray]], groups: dict[str, str]) -> pd.DataFrame:
+def covariance_rows(values: dict[str, dict[str, np.ndarray]], groups: dict[str, str], n_boot: int = 0,
+                    seed: int = 0) -> pd.DataFrame:
     """The rows of :func:`score_covariances` from precomputed scores ``{score: {"id": ..., set: ...}}``."""
+    rng = np.random.default_rng(seed)
+    draws = {k: rng.integers(0, len(v), size=(n_boot, len(v))) for k, v in next(iter(values.values())).items()}
     rows = []
     for a, b in itertools.combinations(values, 2):
         cov_id = float(np.cov(values[a]["id"], values[b]["id"])[0, 1])
+        boot_id = _boot_cov(values[a]["id"], values[b]["id"], draws["id"])
         for name, group in groups.items():
             cov_ood = float(np.cov(values[a][name], values[b][name])[0, 1])
-            rows.append({"score_a": a, "score_b": b, "dataset": name, "group": group, "cov_id": cov_id,
-                         "cov_ood": cov_ood, "holds": cov_id >= cov_ood,
-                         "rel_gap": (cov_id - cov_ood) / max(abs(cov_id), 1e-12)})
+            row = {"score_a": a, "score_b": b, "dataset": name, "group": group, "cov_id": cov_id,
+                   "cov_ood": cov_ood, "holds": cov_id >= cov_ood,
+                   "rel_gap": (cov_id - cov_ood) / max(abs(cov_id), 1e-12)}
+            if n_boot:
+                gaps = boot_id - _boot_cov(values[a][name], values[b][name], draws[name])
+                row["gap_lo"], row["gap_hi"] = (float(q) for q in np.percentile(gaps, [2.5, 97.5]))
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _boot_cov(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sample covariance of (x, y) on each row of resampled indices ``idx`` (n_boot, n)."""
+    xs, ys = x[idx], y[idx]
+    xs = xs - xs.mean(axis=1, keepdims=True)
+    ys = ys - ys.mean(axis=1, keepdims=True)
+    return (xs * ys).sum(axis=1) / (idx.shape[1] - 1)
 
 
 def covariance_table(cov: pd.DataFrame) -> pd.DataFrame:
@@ -84,24 +101,28 @@ def truncation_grid(bench: Benchmark, scores=FIG3_SCORES, truncations=FIG3_TRUNC
     """Hypothesis 1 (Fig. 3): AUROC of every scoring function S on truncated features g(z), per OOD set and
     averaged (dataset "average"), for each protocol in ``fit_on`` (see :func:`detector_scores`; column
     ``fit_on``). ``truncation`` "none" is the raw feature (the same for both protocols). ``gain`` =
-    AUROC(S(g(z))) - AUROC(S(z)) on the same set: Hypothesis 1 predicts gain >= 0."""
+    AUROC(S(g(z))) - AUROC(S(z)) on the same set: Hypothesis 1 predicts gain >= 0. Every score is kept in
+    ``bench.scores`` (``bench.scores_of(S, truncation=t, fit_on=protocol)``; raw: ``fit_on="raw"``)."""
     fit_on = (fit_on,) if isinstance(fit_on, str) else tuple(fit_on)
     rows = []
     for s in _progress(scores, "scoring functions", progress):
         raw_fit = fit_detector(bench, s, preset)  # shared by every truncation of the raw protocol
-        base_rows = bench.evaluate(s, detector_scores(bench, s, None, preset, fitted=raw_fit), truncation="none")
+        base_rows = bench.evaluate(s, detector_scores(bench, s, None, preset, fitted=raw_fit), truncation="none",
+                                   fit_on="raw")
         base = {x["dataset"]: x["auroc"] for x in base_rows}
         for protocol in fit_on:
             for t in truncations:
-                r = ([dict(x) for x in base_rows] if t is None else
+                r = ([{**x, "fit_on": protocol} for x in base_rows] if t is None else
                      bench.evaluate(s, detector_scores(bench, s, t, preset, fit_on=protocol,
                                                        fitted=raw_fit if protocol == "raw" else None),
-                                    truncation=t))
-                for x in r:
-                    x["fit_on"] = protocol
-                    x["gain"] = x["auroc"] - base[x["dataset"]]
-                rows += r
+                                    truncation=t, fit_on=protocol))
+                rows += [{**x, "gain": x["auroc"] - base[x["dataset"]]} for x in r]
     return pd.DataFrame(rows)
+
+
+def grid_scores(bench: Benchmark, method: str, truncation: str, fit_on: str = "raw") -> dict[str, np.ndarray]:
+    """The scores behind one cell of :func:`truncation_grid` (``truncation`` "none" = raw features)."""
+    return bench.scores_of(method, truncation=truncation, fit_on="raw" if truncation == "none" else fit_on)
 
 
 def grid_matrix(grid: pd.DataFrame, value: str = "auroc", dataset: str = "average",
@@ -128,7 +149,7 @@ def noop_cells(grid: pd.DataFrame, fit_on: str = "raw", tol: float = 1e-12) -> p
 def hypothesis1_summary(grid: pd.DataFrame, fit_on: str = "raw", tol: float = 0.001) -> dict:
     """Counts behind the Hypothesis 1 verdict for one protocol: pairs that gain / lose more than ``tol``
     average AUROC (no-op pairs left out), the scoring functions helped by at least one truncation, and
-    each score's best gain."""
+    each score's best gain; ``active``: per score, the truncations that change anything."""
     gain = grid_matrix(grid, "gain", fit_on=fit_on).drop(columns="none", errors="ignore")
     noop = noop_cells(grid, fit_on).reindex(index=gain.index, columns=gain.columns).fillna(False).astype(bool)
     active = gain.mask(noop)
@@ -136,7 +157,8 @@ def hypothesis1_summary(grid: pd.DataFrame, fit_on: str = "raw", tol: float = 0.
     n = int(active.notna().to_numpy().sum())
     return {"fit_on": fit_on, "pairs": n, "noop": int(noop.to_numpy().sum()),
             "gain": int((active > tol).to_numpy().sum()), "loss": int((active < -tol).to_numpy().sum()),
-            "helped": [m for m in best.index if best[m] > tol], "best": best, "scores": len(best)}
+            "helped": [m for m in best.index if best[m] > tol], "best": best, "scores": len(best),
+            "active": {m: [t for t in gain.columns if not noop.loc[m, t]] for m in gain.index}}
 
 
 # ----------------------------------------------------------------------------------------- Proposition 1
@@ -178,8 +200,10 @@ def proposition1_check(values: dict[str, dict[str, np.ndarray]], groups: dict[st
     ``mme_factor_values(parts, logs=True)`` pairs; derived from ``values`` when not given). ``finite`` is
     False where a factor or product overflowed float64: then V cannot be computed and ``holds`` is False.
 
-    For a pair whose premises all hold (``eq2``, ``assumption1``, ``eout_ge1``, finite), the proof says
-    ``holds`` must be True: :func:`proposition1_counterexamples` lists the pairs where it is not."""
+    ``premises`` is the one definition of "the proof applies": finite, ``eq2``, ``eout_ge1`` and
+    ``assumption1`` all True (so never for the product of all five, whose induction needs Assumption 1 for
+    partial products that are not checked). Where it is True the proof says ``holds`` must be True:
+    :func:`proposition1_counterexamples` lists the cells where it is not."""
     if logs is None:
         big = np.finfo(np.float64).max
         logs = {k: {f: (_log_abs(np.nan_to_num(v, posinf=big, neginf=-big)), np.sign(v)) for f, v in d.items()}
@@ -190,14 +214,22 @@ def proposition1_check(values: dict[str, dict[str, np.ndarray]], groups: dict[st
     for ood, group in groups.items():
         for combo in combos:
             rows.append(_proposition_row(values, logs, ood, group, combo, metrics))
-    return pd.DataFrame(rows)
+    check = pd.DataFrame(rows)
+    check["premises"] = (check["finite"] & check["eq2"] & check["eout_ge1"]
+                         & check["assumption1"].eq(True)).astype(bool)
+    return check
 
 
 def proposition1_counterexamples(check: pd.DataFrame) -> pd.DataFrame:
-    """Pairs whose premises all hold but whose V(S1 S2) < max V(S_i): none may exist if the proof is right."""
-    pair = check["n_factors"] == 2
-    premises = check["finite"] & check["eq2"] & check["assumption1"].eq(True) & check["eout_ge1"]
-    return check[pair & premises & ~check["holds"].astype(bool)]
+    """Cells whose premises all hold but whose V(product) < max V(S_i): none may exist if the proof is right."""
+    return check[check["premises"] & ~check["holds"].astype(bool)]
+
+
+def broken_premise_share(check: pd.DataFrame) -> float:
+    """Of the finite cells where V(product) < max V(factor), the share with a broken premise (``premises``
+    False); 1.0 when there is no such failure (every failure, none, is explained)."""
+    fails = check[check["finite"].astype(bool) & ~check["holds"].astype(bool)]
+    return float((~fails["premises"]).mean()) if len(fails) else 1.0
 
 
 def _ranked(logs: dict, combo) -> np.ndarray:

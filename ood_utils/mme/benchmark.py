@@ -9,7 +9,7 @@ features, Hypothesis 1) on every set; :meth:`Benchmark.evaluate` turns scores in
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
@@ -69,10 +69,12 @@ N_BOOT, N_BOOT_SMOKE = 200, 20
 
 @dataclass
 class Benchmark(features.Benchmark):
-    """``features.Benchmark`` plus what MME's tables need: the detectors' ``preset`` and the paper's
-    averaging sets."""
+    """``features.Benchmark`` plus what MME's tables need: the detectors' ``preset``, the paper's averaging
+    sets, and every score :meth:`evaluate` saw (``scores``, read with :meth:`scores_of`): verdicts bootstrap
+    paired differences from them and widgets redraw from them without scoring again."""
 
     preset: str = "cifar"
+    scores: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def wrap(cls, bench: features.Benchmark, preset: str) -> "Benchmark":
@@ -93,8 +95,21 @@ class Benchmark(features.Benchmark):
                  summaries=("average",), **extra) -> list[dict]:
         """``metrics.evaluate_sets`` on every OOD set, "average" over :meth:`average_sets` (with
         ``summaries`` also "near" / "far"); ``n_boot`` > 0 adds 95% bootstrap bounds."""
+        self.scores[_score_key(method, extra)] = scores
         return metrics.evaluate_sets(method, scores, self.groups, average_over=self.average_sets(),
                                      summaries=summaries, n_boot=n_boot, **extra)
+
+    def scores_of(self, method: str, **extra) -> dict[str, np.ndarray]:
+        """The scores ``evaluate(method, ..., **extra)`` was given (``{"id": ..., set: ...}``)."""
+        key = _score_key(method, extra)
+        if key not in self.scores:
+            known = ", ".join(str(k) for k in list(self.scores)[:12])
+            raise KeyError(f"no scores evaluated as {key}; known (first 12): {known}")
+        return self.scores[key]
+
+
+def _score_key(method: str, extra: dict) -> tuple:
+    return (method, *sorted((k, v) for k, v in extra.items()))
 
 
 def n_boot_for(cfg, n_boot: int | None = None) -> int:

@@ -21,17 +21,23 @@ def rank(values: pd.Series, method: str, higher_better: bool = True) -> int:
 
 
 # ------------------------------------------------------------------------------------------ Tables 3-6
-def mme_ablation(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None) -> pd.DataFrame:
+#: the summaries the ablation tables carry: the paper's average and, for the verdicts, the near / far means
+SUMMARIES = ("average", "near", "far")
+
+
+def mme_ablation(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
+                 n_boot: int = 0) -> pd.DataFrame:
     """Table 3: NME+ alone, NME+ + CO+ and MME (the paper's rows), then MME with one factor left out at a
     time (the kit's addition: which factor carries the ensemble on this benchmark)."""
     parts = parts or MMEParts(bench, preset)
     rows = []
     for name in ("nme", "nme_co", "mme"):
-        rows += bench.evaluate(PAPER_NAMES[name], detector_scores(bench, name, preset=preset))
+        rows += bench.evaluate(PAPER_NAMES[name], detector_scores(bench, name, preset=preset), n_boot=n_boot,
+                               summaries=SUMMARIES)
     leave_out = {"ViM": ("vim",), "fDBD": ("fdbd",), "PCA": ("pca",), "NME+": ("nme",), "CO+": ("co",),
                  "NME+ and CO+": ("nme", "co")}
     for title, drop in leave_out.items():
-        rows += bench.evaluate(f"MME w/o {title}", parts.scores(drop=drop))
+        rows += bench.evaluate(f"MME w/o {title}", parts.scores(drop=drop), n_boot=n_boot, summaries=SUMMARIES)
     return pd.DataFrame(rows)
 
 
@@ -50,7 +56,7 @@ COMPONENT_TITLES = {"energy": "Energy", "vim": "ViM", "fdbd": "fDBD", "pca": "PC
 
 
 def truncation_variants(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
-                        variants=TABLE5_VARIANTS) -> pd.DataFrame:
+                        variants=TABLE5_VARIANTS, n_boot: int = 0) -> pd.DataFrame:
     """Table 5: MME with the truncation feeding one component swapped (e.g. ViM on SCALE instead of VRA).
     Columns ``component`` and ``truncation`` name the row as the paper prints it."""
     parts = parts or MMEParts(bench, preset)
@@ -59,13 +65,14 @@ def truncation_variants(bench: Benchmark, preset: str | None = None, parts: MMEP
         swap = {} if component == "baseline" else {component: trunc}
         title = COMPONENT_TITLES[component]
         label = f"{title} ({TRUNCATION_TITLES[trunc]})" if component != "baseline" else "MME"
-        rows += bench.evaluate(label, parts.scores(truncations=swap), component=title,
+        rows += bench.evaluate(label, parts.scores(truncations=swap), n_boot=n_boot, summaries=SUMMARIES,
+                               component=title,
                                truncation="default" if component == "baseline" else TRUNCATION_TITLES[trunc])
     return pd.DataFrame(rows)
 
 
 def extra_scores(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
-                 extras=TABLE6_EXTRAS) -> pd.DataFrame:
+                 extras=TABLE6_EXTRAS, n_boot: int = 0) -> pd.DataFrame:
     """Table 6: MME times one more scoring function (see :func:`positive_factor`); "MME" (the paper's
     "empty set" row) last."""
     parts = parts or MMEParts(bench, preset)
@@ -75,8 +82,8 @@ def extra_scores(bench: Benchmark, preset: str | None = None, parts: MMEParts | 
         factor = positive_factor(det.score(bench.train.feats, bench.train.logits))
         rows += bench.evaluate(f"MME + {PAPER_NAMES[name]}",
                                parts.scores(extra=lambda f, l, d=det, g=factor: g(d.score(f, l))),
-                               added=PAPER_NAMES[name])
-    rows += bench.evaluate("MME", parts.scores(), added="none")
+                               n_boot=n_boot, summaries=SUMMARIES, added=PAPER_NAMES[name])
+    rows += bench.evaluate("MME", parts.scores(), n_boot=n_boot, summaries=SUMMARIES, added="none")
     return pd.DataFrame(rows)
 
 

@@ -148,3 +148,36 @@ def factor_label(factors: str) -> str:
     """"exp · fdbd" -> "exp(SCALE - ViM) · fDBD(VRA)"; the product of all five -> "all five"."""
     parts = factors.split(" x ")
     return "all five" if len(parts) == len(FACTOR_TITLES) else " · ".join(FACTOR_TITLES.get(p, p) for p in parts)
+
+
+def factor_table(parts: MMEParts, temperatures) -> dict[str, dict]:
+    """Everything needed to recombine MME in milliseconds (the notebook's widget): per set ("id" and each
+    OOD set) the ``(log|factor|, sign)`` of every factor, NME+'s log for each temperature in
+    ``temperatures`` and CO's agreement mask (CO+ = lambda where it is True, for any lambda)."""
+    tuned = {float(t): parts.retuned(temperature=float(t)) for t in temperatures}
+    sets = {"id": parts.bench.test, **parts.bench.ood}
+    out = {}
+    for name, f in sets.items():
+        gz, gl = parts.inputs(MME_TRUNCATIONS["nme"], f.feats, f.logits)
+        _, scale_logits = parts.inputs("scale", f.feats, f.logits)
+        out[name] = {"logs": parts.log_factors(f.feats, f.logits),
+                     "nme": {t: p.nme.score(gz, gl) for t, p in tuned.items()},
+                     "agree": parts.co.agreement(f.feats, scale_logits)}
+    return out
+
+
+def recombine(table: dict, keep=MME_FACTORS, temperature: float | None = None,
+              co_weight: float | None = None) -> dict[str, np.ndarray]:
+    """MME scores per set from :func:`factor_table`, with only the factors in ``keep`` and, optionally, NME+
+    at another ``temperature`` (one of the table's) and CO+ at another ``co_weight`` (lambda)."""
+    drop = [k for k in MME_FACTORS if k not in keep]
+    out = {}
+    for name, t in table.items():
+        f = dict(t["logs"])
+        ones = np.ones(len(t["agree"]))
+        if temperature is not None:
+            f["nme"] = (t["nme"][float(temperature)], ones)
+        if co_weight is not None:
+            f["co"] = (np.where(t["agree"], np.log(float(co_weight)), 0.0), ones)
+        out[name] = MMEParts.combine(f, drop)
+    return out

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import plots
 from .assumptions import grid_matrix, noop_cells
-from .benchmark import FIT_ON, PAPER_NAMES, average_table
+from .benchmark import FAMILIES, FIT_ON, PAPER_NAMES, average_table
 from .ensemble import TRUNCATION_TITLES
 from .factors import factor_label
 
@@ -40,20 +40,23 @@ def plot_covariance_gaps(cov: pd.DataFrame, ax):
 
 
 def plot_consistency(ratios: pd.DataFrame, ax, column: str = "co_scale"):
-    """The CO consistency ratio per set, ID first; Assumption 1 predicts every OOD bar below the ID bar."""
+    """The CO consistency ratio per set with its binomial 95% interval, ID first; Assumption 1 predicts every
+    OOD set below the ID line."""
     from matplotlib.lines import Line2D
 
     values = ratios[column].to_numpy(dtype=float)
+    half = 2.0 * np.sqrt(values * (1 - values) / ratios["n"].to_numpy(dtype=float))
     colors = [GROUP_COLORS.get(g, "#777777") for g in ratios["group"]]
-    ax.bar(range(len(ratios)), values, color=colors)
+    x = np.arange(len(ratios))
     ax.axhline(values[0], color="#555555", lw=1, ls="--", zorder=0)
-    ax.set_xticks(range(len(ratios)), labels=list(ratios["dataset"]), rotation=30, ha="right")
-    ax.set_ylabel("consistency ratio")
-    ax.set_ylim(0, 1.05)
-    for i, v in enumerate(values):  # inside the bar's top, clear of the dashed line
-        inside = v > 0.15
-        ax.text(i, v - 0.02 if inside else v + 0.02, f"{v:.2f}", ha="center", va="top" if inside else "bottom",
-                fontsize=8, color="white" if inside else "black")
+    ax.vlines(x, values - half, values + half, colors=colors, lw=2.2, alpha=0.6)
+    ax.scatter(x, values, color=colors, s=40, zorder=3)
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.2f}", (i, v + half[i]), xytext=(0, 3), textcoords="offset points", ha="center",
+                    fontsize=8)
+    ax.set_xticks(x, labels=list(ratios["dataset"]), rotation=30, ha="right")
+    ax.set_ylabel("consistency ratio (95% interval)")
+    ax.set_ylim(0, 1.08)
     handles = [plt_patch(GROUP_COLORS[g], g if g == "ID" else f"{g}-OOD") for g in ("ID", "near", "far")]
     handles.append(Line2D([], [], color="#555555", lw=1, ls="--", label="ID ratio"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -69,21 +72,23 @@ def plt_patch(color, label):
 def plot_truncation_grid(grid: pd.DataFrame, axes, value: str = "auroc"):
     """Fig. 3: scoring function x truncation heatmaps of the average AUROC (``value="auroc"``) or of its gain
     over the raw feature (``value="gain"``; Hypothesis 1 predicts >= 0), one panel per protocol of
-    ``grid["fit_on"]``, on one colour scale. Cells where the truncation changes nothing are hatched."""
+    ``grid["fit_on"]``, on one colour scale. The gain scale is symmetric around 0 and saturates at the 75th
+    percentile of |gain| (at least 0.01), so the small gains that decide the hypothesis keep their colour;
+    the cells print the exact values. Cells where the truncation changes nothing are hatched."""
     protocols = [p for p in FIT_ON if p in set(grid.get("fit_on", pd.Series(["raw"])))]
     mats = [grid_matrix(grid, value, fit_on=p) for p in protocols]
     if value == "gain":
-        lim = max(1e-3, max(float(np.nanmax(np.abs(m.drop(columns="none", errors="ignore").values))) for m in mats))
+        mats = [m.drop(columns="none", errors="ignore") for m in mats]
+        gains = np.abs(np.concatenate([m.to_numpy().ravel() for m in mats]))
+        lim = max(0.01, float(np.nanpercentile(gains[gains > 1e-12], 75)) if (gains > 1e-12).any() else 0.01)
         cmap, vmin, vmax, fmt = "RdBu", -lim, lim, "+.3f"
     else:
         cmap, vmin, vmax, fmt = "viridis", min(float(np.nanmin(m.values)) for m in mats), 1.0, ".3f"
     image = None
     for k, (ax, protocol, m) in enumerate(zip(axes, protocols, mats)):
-        if value == "gain":
-            m = m.drop(columns="none", errors="ignore")
         image = plots.heatmap(ax, m.values, [PAPER_NAMES.get(r, r) for r in m.index],
-                          [TRUNCATION_TITLES.get(c, c) for c in m.columns], fmt=fmt, cmap=cmap,
-                          vmin=vmin, vmax=vmax, fontsize=7.5, colorbar=False)
+                              [TRUNCATION_TITLES.get(c, c) for c in m.columns], fmt=fmt, cmap=cmap,
+                              vmin=vmin, vmax=vmax, fontsize=7.5, colorbar=False)
         noop = noop_cells(grid, protocol).reindex(index=m.index, columns=m.columns)
         for (i, j), flag in np.ndenumerate(noop.to_numpy()):
             if flag is True or flag == 1:
@@ -93,7 +98,14 @@ def plot_truncation_grid(grid: pd.DataFrame, axes, value: str = "auroc"):
         if k:
             ax.tick_params(labelleft=False)
     label = "average AUROC" if value == "auroc" else "AUROC(S(g(z))) − AUROC(S(z))"
-    axes[0].figure.colorbar(image, ax=list(axes[:len(protocols)]), fraction=0.03, pad=0.02, label=label)
+    axes[0].figure.colorbar(image, ax=list(axes[:len(protocols)]), fraction=0.03, pad=0.02, label=label,
+                            extend="both" if value == "gain" else "neither")
+    from matplotlib.patches import Patch
+
+    axes[len(protocols) - 1].legend(
+        handles=[Patch(facecolor="white", edgecolor="#888888", hatch="///",
+                       label="g changes nothing S reads:\nleft out of the counts")],
+        loc="upper left", bbox_to_anchor=(0.0, -0.22), frameon=False, fontsize=8)
     return axes
 
 
@@ -106,7 +118,8 @@ def _hatch(j, i):
 def plot_proposition(check: pd.DataFrame, axes):
     """Proposition 1 per (factors, OOD set): left the paper's measure V, right AUROC (scale-free).
     Green = the product separates at least as well as its best factor; red = it does not. A white dot marks
-    a cell where the proof's premise E_out[S] >= 1 is broken."""
+    a cell where a premise of the proof is broken (``check["premises"]`` False: one of eq. 2, E_out[S] >= 1,
+    Assumption 1; never checked for the product of all five)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
@@ -115,7 +128,7 @@ def plot_proposition(check: pd.DataFrame, axes):
                            (axes[1], "auroc_holds", "AUROC(S1·S2) ≥ max AUROC(Si)")):
         m = check.pivot_table(index="factors", columns="dataset", values=col, aggfunc="first", sort=False)
         m = m[list(dict.fromkeys(check["dataset"]))].astype(float)
-        premise = check.pivot_table(index="factors", columns="dataset", values="eout_ge1", aggfunc="first",
+        premise = check.pivot_table(index="factors", columns="dataset", values="premises", aggfunc="first",
                                     sort=False)[m.columns]
         ax.imshow(m.values, cmap=cmap, vmin=0, vmax=1, aspect="auto")
         for (i, j), ok in np.ndenumerate(premise.values):
@@ -127,36 +140,42 @@ def plot_proposition(check: pd.DataFrame, axes):
         ax.set_title(f"{title}: holds in {m.values.mean():.0%}")
     handles = [plt_patch("#009E73", "holds"), plt_patch("#D55E00", "fails"),
                Line2D([], [], marker="o", ls="", color="white", markeredgecolor="#333333", ms=5,
-                      label="premise E_out[S_i] ≥ 1 broken")]
+                      label="a premise of the proof broken\n(eq. 2, E_out[S] ≥ 1 or Assumption 1)")]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return axes
 
 
-def plot_score_distributions(scores: dict[str, np.ndarray], groups: dict[str, str], ax, title: str = ""):
-    """Histograms of one score: ID test, and the OOD sets pooled by group (near, far)."""
+def plot_score_distributions(scores: dict[str, np.ndarray], groups: dict[str, str], ax, title: str = "",
+                             coverage: float = 99.0):
+    """Densities of one score: ID test, and the OOD sets pooled by group (near, far). The x axis spans the
+    central ``coverage`` percent of all scores; the few beyond it are left out, not piled into the end bins
+    (which would draw false spikes), and the legend says how many each group lost."""
+    import seaborn as sns
+
     pools = {"ID": scores["id"]}
     for g in ("near", "far"):
         sets = [scores[n] for n, gg in groups.items() if gg == g]
         if sets:
-            pools[g] = np.concatenate(sets)
-    lo, hi = np.percentile(np.concatenate(list(pools.values())), [0.5, 99.5])
-    bins = np.linspace(lo, hi, 50)
+            pools[f"{g}-OOD"] = np.concatenate(sets)
+    tail = (100.0 - coverage) / 2
+    lo, hi = np.percentile(np.concatenate(list(pools.values())), [tail, 100 - tail])
     for name, values in pools.items():
-        color = GROUP_COLORS[name]
-        label = name if name == "ID" else f"{name}-OOD"
-        ax.hist(np.clip(values, lo, hi), bins=bins, density=True, alpha=0.35, color=color)
-        ax.hist(np.clip(values, lo, hi), bins=bins, density=True, histtype="step", lw=1.4, color=color,
-                label=label)
+        inside = (values >= lo) & (values <= hi)
+        color = GROUP_COLORS[name.split("-")[0]]
+        cut = f", {1 - inside.mean():.0%} off the axis" if inside.mean() < 0.995 else ""
+        sns.histplot(values[inside], bins=np.linspace(lo, hi, 50), stat="density", element="step", fill=True,
+                     alpha=0.3, color=color, ax=ax, label=f"{name} (n={len(values)}{cut})")
+    ax.set_xlim(lo, hi)
     ax.set_title(title)
     ax.set_ylabel("density")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
 def plot_sensitivity(sens: pd.DataFrame, axes, paper_values: dict | None = None):
     """Fig. 5: MME's AUROC against lambda and against T (log x axes): average, near- and far-OOD means."""
     for ax, param in zip(axes, ("lambda", "T")):
-        sub = sens[sens["param"] == param]
+        sub = sens[(sens["param"] == param) & ~sens["dataset"].isin(("near", "far"))]
         for label, mask, color in (("average", sub["dataset"] == "average", "#000000"),
                                    ("near-OOD", sub["group"] == "near", GROUP_COLORS["near"]),
                                    ("far-OOD", sub["group"] == "far", GROUP_COLORS["far"])):
@@ -231,18 +250,47 @@ def plot_near_far(summary: pd.DataFrame, axes, metric: str = "auroc", title: str
     return axes
 
 
-def plot_method_bars(rows: pd.DataFrame, ax, metric: str = "auroc", highlight: str = "MME"):
-    """Average ``metric`` per method as horizontal bars, best at the top, ``highlight`` in orange."""
-    avg = average_table(rows)[metric].rename(index=lambda m: PAPER_NAMES.get(m, m))
-    avg = avg.sort_values(ascending=metric == "fpr95")[::-1]
-    colors = ["#D55E00" if m == highlight else "#0072B2" for m in avg.index]
-    ax.barh(range(len(avg)), avg.values, color=colors)
-    ax.set_yticks(range(len(avg)), labels=list(avg.index))
-    lo = max(0.0, float(avg.min()) - 0.05) if metric == "auroc" else 0.0
-    ax.set_xlim(lo, min(1.0, float(avg.max()) + 0.03) if metric == "auroc" else float(avg.max()) * 1.15)
-    digits = 3 if len({round(float(v), 3) for v in avg.values}) == len(avg) else 4  # show what tells rows apart
-    for i, v in enumerate(avg.values):
-        ax.text(v, i, f" {v:.{digits}f}", va="center", fontsize=8)
-    ax.set_xlabel(f"average {metric.upper()} ({'higher' if metric == 'auroc' else 'lower'} is better)")
-    ax.grid(axis="y", visible=False)
+def plot_methods(rows: pd.DataFrame, ax, metric: str = "auroc", scope: str = "average", highlight: str = "MME",
+                 paper: dict | None = None, paper_label: str = "paper"):
+    """``metric`` per method on one summary (``scope``: "average", "near", "far"), best at the top, as dots
+    with their 95% bootstrap interval (``<metric>_lo`` / ``_hi`` where the rows have them) and, optionally,
+    the paper's values (``paper``: {method title: value}) as hollow diamonds labelled ``paper_label``."""
+    table = average_table(rows, scope=scope).rename(index=lambda m: PAPER_NAMES.get(m, m))
+    table = table.sort_values(metric, ascending=metric == "fpr95")
+    has_ci = f"{metric}_lo" in table
+    theirs = [paper.get(m) for m in table.index] if paper else None
+    plots.interval_dots(ax, list(table.index), table[metric].to_numpy(),
+                        table[f"{metric}_lo"].to_numpy() if has_ci else None,
+                        table[f"{metric}_hi"].to_numpy() if has_ci else None, highlight=[highlight], paper=theirs,
+                        paper_label=paper_label,
+                        xlabel=f"{scope} {metric.upper()} ({'higher' if metric == 'auroc' else 'lower'} is better)"
+                               + (", 95% interval" if has_ci else ""))
+    return ax
+
+
+def plot_scale_tradeoff(ax):
+    """Fig. 1 (left) from the transcribed tables: each method's average AUROC on CIFAR (Table 1, mean of
+    CIFAR-10 and CIFAR-100; small scale) against ImageNet-1K (Table 2, mean of ViT and BiT; large scale),
+    for the methods both tables list."""
+    from .records import paper_values
+
+    def mean_auroc(table):
+        p = paper_values(table)
+        p = p[(p["dataset"] == "average") & (p["metric"] == "auroc")]
+        return p.groupby("method", sort=False)["value"].mean()
+
+    small, large = mean_auroc("Table 1"), mean_auroc("Table 2")
+    both = [m for m in small.index if m in large.index]
+    if not both:
+        raise ValueError("Tables 1 and 2 share no method: the transcribed tables are missing")
+    inverse = {v: k for k, v in PAPER_NAMES.items() if k != "vra_clip"}
+    families = [FAMILIES.get(inverse.get(m, ""), "multiple") for m in both]
+    x, y = small[both].to_numpy(), large[both].to_numpy()
+    for xi, yi, m, fam in zip(x, y, both, families):
+        ax.scatter(xi, yi, s=110 if m == "MME" else 45, color=FAMILY_COLORS[fam],
+                   edgecolor="black" if m == "MME" else "none", linewidth=1.2, zorder=3)
+    ax.set_xlabel("small scale: CIFAR average AUROC (Table 1)")
+    ax.set_ylabel("large scale: ImageNet-1K average AUROC (Table 2)")
+    ax.set_title("published: small- vs large-scale (Fig. 1, left)")
+    plots.place_labels(ax, x, y, both, weights=np.array([m == "MME" for m in both], dtype=float))
     return ax

@@ -162,3 +162,24 @@ def compare_main(main: pd.DataFrame, cfg) -> pd.DataFrame:
         frames.append(p)
     out = pd.concat(frames, axis=1)
     return out.loc[[m for m in out.index if m in ours.index]]
+
+
+#: the ``mini`` OOD sets and the published sets they stand in for: an analogue (what kind of shift), not
+#: the same data, so a mini number is never set beside a paper number without this label
+MINI_ANALOGUES = {
+    "animal_mnist": "NINCO / SSB-hard (near: new object classes drawn in the same style)",
+    "letters": "NINCO / SSB-hard (near: strokes like the ID classes, other classes)",
+    "unseen_digits": "SSB-hard (near: unseen classes of the very same domain, semantic shift only)",
+    "textures": "Textures (DTD)",
+    "photos": "Places / SUN / LSUN (scenes)",
+    "faces": "iNaturalist / OpenImage-O (photos of other objects)",
+    "uniform_noise": "none: a sanity check",
+    "gaussian_noise": "none: a sanity check",
+}
+
+
+def analogue_table(groups: dict[str, str]) -> pd.DataFrame:
+    """The OOD sets of this run, their group and the published set each is an analogue of (real sets
+    stand for themselves)."""
+    return pd.DataFrame([{"OOD set here": n, "group": g, "analogue in the paper": MINI_ANALOGUES.get(n, "itself")}
+                         for n, g in groups.items()]).set_index("OOD set here")

@@ -1,187 +1,275 @@
-"""The MME notebooks' comparison with the paper: verdicts computed from the run's numbers."""
+"""The MME notebooks' comparison with the paper: each claim tested becomes a claim row with a verdict.
+
+A verdict is computed from the run's uncertainty, never from a fixed margin: the effect is measured in the
+direction the paper claims (positive = the paper's way) with a 95% interval, and ``results.interval_verdict``
+calls it "agrees" (the interval is above 0), "disagrees" (below 0) or "tie within noise". Intervals come
+from the test samples: a paired bootstrap (``metrics.paired_bootstrap_ci``) when two detectors are compared
+on the same images, binomial errors for ratios. Near-OOD leads, since far-OOD saturates: each claim is
+measured on the near-OOD sets where the benchmark has any (:func:`claim_sets`).
+
+A claim "for every X" (every OOD set, every pair, every scoring function) is decided by :func:`all_verdict`:
+it disagrees as soon as one X does, agrees only when all do.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
-from .assumptions import hypothesis1_summary
+from .. import metrics, results
+from .assumptions import _ranked, broken_premise_share, grid_scores, hypothesis1_summary, proposition1_counterexamples
 from .benchmark import PAPER_NAMES, average_table
-from .ensemble import mme_vs_best, per_set_ranks, rank
-from .figures import FIT_ON_SHORT
-from .records import main_table, paper_values, reference_settings, setting_name
+from .factors import factor_label
+from .records import main_table, paper_values, reference_settings
 
-def _verdict(hits: int, total: int) -> str:
-    if total and hits == total:
-        return "agrees"
-    return "partly agrees" if hits >= total / 2 else "disagrees"
+#: the order verdicts are reported in
+VERDICT_ORDER = ("agrees", "tie within noise", "disagrees", "undetermined")
 
 
-def _premise_share(check: pd.DataFrame) -> float:
-    fails = check[~check["holds"].astype(bool) & check["finite"].astype(bool)]
-    if not len(fails):
-        return 1.0
-    return float((~fails["eout_ge1"].astype(bool) | ~fails["eq2"].astype(bool)).mean())
+# ------------------------------------------------------------------------------------- verdict helpers
+def all_verdict(verdicts) -> str:
+    """A claim about every member of a set: "disagrees" if any member disagrees, "agrees" if every member
+    agrees, otherwise "tie within noise" ("undetermined" for an empty set)."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return "undetermined"
+    if "disagrees" in verdicts:
+        return "disagrees"
+    return "agrees" if all(v == "agrees" for v in verdicts) else "tie within noise"
 
 
-def assumptions_verdict(ratios, cov, grid, check, cfg) -> str:
-    """Markdown: notebook 20's numbers against the paper's Fig. 2 / Table 4 / Fig. 3 / Proposition 1, every
-    number computed (from this run or from the transcribed tables)."""
-    here = setting_name(cfg)
-    lines = []
-    # Fig. 2
+def binomial_noise(p_a: float, n_a: int, p_b: float, n_b: int) -> float:
+    """Two standard errors of the difference of two independent proportions (a 95% half-width)."""
+    if n_a < 1 or n_b < 1:
+        raise ValueError(f"need at least one sample on each side, got n = {n_a}, {n_b}")
+    return 2.0 * math.sqrt(p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b)
+
+
+def claim_sets(bench, scope: str | None = None) -> tuple[str, list[str]]:
+    """(scope, sets) a claim is measured on: the near-OOD sets when there are any, else the sets the
+    paper's tables average over; ``scope`` ("near", "far", "average") forces one."""
+    sets = {"near": bench.near(), "far": bench.far(), "average": bench.average_sets()}
+    if scope is None:
+        scope = "near" if sets["near"] else "average"
+    if scope not in sets:
+        raise ValueError(f"unknown scope {scope!r}; valid: {', '.join(sets)}")
+    return scope, sets[scope]
+
+
+def paired_effect(better: dict, worse: dict, sets, metric: str = "auroc", n_boot: int = 200,
+                  seed: int = 0) -> dict:
+    """How much ``better`` beats ``worse`` (score dicts ``{"id": ..., set: ...}`` on the same images), in
+    the claimed direction (AUROC: better - worse; FPR95: worse - better), averaged over ``sets`` with a
+    95% interval averaged from each set's paired bootstrap interval (cautious: wider than the mean's own)."""
+    sign = 1.0 if metric == "auroc" else -1.0
+    fn = metrics.auroc if metric == "auroc" else metrics.fpr_at_tpr
+    deltas, los, his = [], [], []
+    for name in sets:
+        deltas.append(sign * (fn(better["id"], better[name]) - fn(worse["id"], worse[name])))
+        lo, hi = metrics.paired_bootstrap_ci(better["id"], better[name], worse["id"], worse[name], metric,
+                                             n_boot=n_boot, seed=seed)
+        los.append(lo if sign > 0 else -hi)
+        his.append(hi if sign > 0 else -lo)
+    lo, hi = float(np.mean(los)), float(np.mean(his))
+    return {"delta": float(np.mean(deltas)), "lo": lo, "hi": hi, "verdict": results.interval_verdict(lo, hi)}
+
+
+def _claim(claim: str, effect: dict, cfg, paper_value=None, unit="AUROC", note="") -> dict:
+    return results.claim("mme", claim, ours=effect["delta"], ours_lo=effect.get("lo"), ours_hi=effect.get("hi"),
+                         verdict=effect["verdict"], paper_value=paper_value, cfg=cfg, unit=unit, note=note)
+
+
+def claims_table(rows) -> pd.DataFrame:
+    """Claim rows for display: the claim, ours with its interval, the paper's value, the verdict."""
+    out = []
+    for r in rows:
+        ours = f"{r['ours']:+.3f}" if r["ours_lo"] is None else \
+            f"{r['ours']:+.3f} [{r['ours_lo']:+.3f}, {r['ours_hi']:+.3f}]"
+        out.append({"claim": r["claim"], "ours (95% interval)": ours, "unit": r["unit"],
+                    "paper": r["paper_value"], "verdict": r["verdict"], "note": r["note"]})
+    return pd.DataFrame(out)
+
+
+def verdict_counts(rows) -> str:
+    """"3 agree, 1 tie within noise, 2 disagree" for a list of claim rows."""
+    counts = pd.Series([r["verdict"] for r in rows]).value_counts()
+    words = {"agrees": "agree", "tie within noise": "tie within noise", "disagrees": "disagree",
+             "undetermined": "undetermined"}
+    return ", ".join(f"{counts[v]} {words[v]}" for v in VERDICT_ORDER if v in counts)
+
+
+# ------------------------------------------------------------------------------------------ notebook 20
+def _fig2_paper() -> str:
     fig2 = paper_values("Fig. 2")
-    paper_txt = []
-    paper_all_below = True
+    parts = []
     for setting, sub in fig2.groupby("setting", sort=False):
         id_v = float(sub[sub["dataset"] == "id"]["value"].iloc[0])
         ood = sub[sub["dataset"] != "id"]["value"]
-        paper_all_below &= bool((ood < id_v).all())
-        paper_txt.append(f"{setting}: ID {id_v:.2f}, OOD {ood.min():.2f}-{ood.max():.2f}")
-    id_r, ood_r = float(ratios["co_scale"].iloc[0]), ratios["co_scale"].iloc[1:]
-    below = int((ood_r < id_r).sum())
-    lines.append(
-        f"- **CO consistency ratio (Fig. 2).** Paper ({'; '.join(paper_txt) or 'not transcribed'}): "
-        f"{'every OOD ratio below the ID ratio' if paper_all_below else 'not every OOD ratio below ID'}. "
-        f"Here ({here}): ID {id_r:.2f}, OOD {ood_r.min():.2f}-{ood_r.max():.2f}, below ID on {below} of "
-        f"{len(ood_r)} sets: **{_verdict(below, len(ood_r))}**"
-        + ("" if below == len(ood_r) else
-           f" (not below on {', '.join(ratios.iloc[1:][ood_r >= id_r]['dataset'])})") + ".")
-    # Table 4
+        parts.append(f"{setting}: ID {id_v:.2f}, OOD {ood.min():.2f}-{ood.max():.2f}")
+    return "; ".join(parts)
+
+
+def consistency_claims(ratios: pd.DataFrame, cfg) -> list[dict]:
+    """Fig. 2: the CO ratio is higher on ID than on each OOD set, per group (near first); each set's gap
+    gets a binomial 95% half-width; the group's row reports its smallest gap."""
+    id_row, rows = ratios.iloc[0], []
+    for group in ("near", "far"):
+        sub = ratios.iloc[1:][ratios.iloc[1:]["group"] == group]
+        if sub.empty:
+            continue
+        gaps = id_row["co_scale"] - sub["co_scale"]
+        noise = [binomial_noise(id_row["co_scale"], id_row["n"], p, n) for p, n in zip(sub["co_scale"], sub["n"])]
+        verdicts = [results.verdict(g, e) for g, e in zip(gaps, noise)]
+        k = int(np.argmin(gaps.to_numpy()))
+        effect = {"delta": float(gaps.iloc[k]), "lo": float(gaps.iloc[k] - noise[k]),
+                  "hi": float(gaps.iloc[k] + noise[k]), "verdict": all_verdict(verdicts)}
+        rows.append(_claim(f"Fig. 2: the CO consistency ratio is higher on ID than on every {group}-OOD set",
+                           effect, cfg, _fig2_paper(), "ratio gap (ID - OOD)",
+                           f"smallest gap on {sub['dataset'].iloc[k]}; sets: " + ", ".join(
+                               f"{d} {v}" for d, v in zip(sub["dataset"], verdicts))))
+    return rows
+
+
+def covariance_claims(cov: pd.DataFrame, cfg) -> list[dict]:
+    """Table 4: Cov_in >= Cov_out for every pair, with Cov_out averaged over each group's sets (near
+    first); a pair's verdict comes from its bootstrap interval of Cov_in - Cov_out (``gap_lo`` / ``gap_hi``)."""
     t4 = paper_values("Table 4").pivot_table(index="method", columns="dataset", values="value", sort=False)
-    ours = cov.groupby(["score_a", "score_b"], sort=False)[["cov_id", "cov_ood"]].mean()
-    ours_holds = int((ours["cov_id"] >= ours["cov_ood"]).sum())
-    paper_holds = int((t4["id"] >= t4["average"]).sum()) if len(t4) else 0
-    per_set = cov.groupby("dataset", sort=False)["holds"].mean()
-    lines.append(
-        f"- **Covariances (Table 4).** Paper: Cov_in >= mean Cov_out for {paper_holds} of {len(t4)} pairs. "
-        f"Here: {ours_holds} of {len(ours)} pairs (averaged over the OOD sets): "
-        f"**{_verdict(ours_holds, len(ours))}**. Set by set it holds in {cov['holds'].mean():.0%} of the "
-        f"(pair, set) cells, least often on {per_set.idxmin()} ({per_set.min():.0%} of the pairs): the paper's "
-        "average hides per-set failures.")
-    # Fig. 3
-    for protocol in dict.fromkeys(grid["fit_on"]) if "fit_on" in grid else ("raw",):
+    paper = f"holds for {int((t4['id'] >= t4['average']).sum())} of {len(t4)} pairs" if len(t4) else None
+    rows = []
+    for group in ("near", "far"):
+        sub = cov[cov["group"] == group]
+        if sub.empty:
+            continue
+        pairs = sub.groupby(["score_a", "score_b"], sort=False)[["cov_id", "cov_ood", "gap_lo", "gap_hi"]].mean()
+        verdicts = [results.interval_verdict(lo, hi) for lo, hi in zip(pairs["gap_lo"], pairs["gap_hi"])]
+        share = sum(v == "agrees" for v in verdicts) / len(verdicts)
+        failing = [f"{PAPER_NAMES.get(a, a)}·{PAPER_NAMES.get(b, b)}" for (a, b), v in zip(pairs.index, verdicts)
+                   if v == "disagrees"]
+        rows.append(_claim(f"Table 4: Cov_in >= Cov_out for every pair of scores ({group}-OOD sets)",
+                           {"delta": share, "verdict": all_verdict(verdicts)}, cfg, paper,
+                           "share of pairs that agree",
+                           f"{len(verdicts)} pairs; significantly reversed: {', '.join(failing) or 'none'}"))
+    return rows
+
+
+def hypothesis1_claims(bench, grid: pd.DataFrame, cfg, n_boot: int = 200, seed: int = 0) -> list[dict]:
+    """Fig. 3: every scoring function but Mahalanobis gains from some truncation; Mahalanobis does not.
+    Per protocol and scoring function, its best truncation (by the mean gain on the claim's sets, no-op
+    cells left out) is tested against the raw feature with a paired bootstrap."""
+    scope, sets = claim_sets(bench)
+    rows = []
+    for protocol in dict.fromkeys(grid["fit_on"]):
         h = hypothesis1_summary(grid, protocol)
-        non_maha = [s for s in h["best"].index if s != "mahalanobis"]
-        helped_non_maha = [s for s in non_maha if s in h["helped"]]
-        maha = h["best"].get("mahalanobis", np.nan)
-        maha_txt = "n/a" if "mahalanobis" not in h["best"] else f"{maha:+.3f}"
-        verdict = _verdict(len(helped_non_maha), len(non_maha))
-        if verdict == "agrees" and "mahalanobis" in h["helped"]:
-            verdict = "partly agrees"
-        lines.append(
-            f"- **Hypothesis 1 (Fig. 3, {FIT_ON_SHORT.get(protocol, protocol)}; a figure: no numbers "
-            f"transcribed).** The paper: every scoring function but Mahalanobis gains from some truncation. "
-            f"Here {len(helped_non_maha)} of {len(non_maha)} of the others gain more than 0.001 average AUROC "
-            f"from their best truncation ({', '.join(PAPER_NAMES.get(s, s) for s in helped_non_maha) or 'none'}); "
-            f"Mahalanobis' best gain is {maha_txt}; of the {h['pairs']} (score, truncation) pairs that change "
-            f"anything, {h['gain']} gain and {h['loss']} lose more than 0.001: **{verdict}**.")
-    # Proposition 1
-    lines.append(
-        f"- **Proposition 1 (a proof: no numbers).** On MME's factors the inequality in V holds in "
-        f"{check['holds'].mean():.0%} of the (factors, set) cells, and its failures come with a broken premise "
-        f"in {_premise_share(check):.0%} of cases; in AUROC, the quantity the tables report, it holds in "
-        f"{check['auroc_holds'].mean():.0%}. The proof is sound under its premises, but a bigger V does not mean "
-        f"a better ranking.")
-    return "\n".join(lines)
+        sub = grid[(grid["fit_on"] == protocol) & grid["dataset"].isin(sets) & (grid["truncation"] != "none")]
+        mean_gain = sub.groupby(["method", "truncation"], sort=False)["gain"].mean()
+        effects = {}
+        for method in h["best"].index:
+            active = [t for t in mean_gain[method].index if t in h["active"].get(method, ())]
+            if not active:
+                continue
+            best = max(active, key=lambda t: mean_gain[(method, t)])
+            effects[method] = (best, paired_effect(grid_scores(bench, method, best, protocol),
+                                                   grid_scores(bench, method, "none"), sets, n_boot=n_boot,
+                                                   seed=seed))
+        others = {m: e for m, e in effects.items() if m != "mahalanobis"}
+        verdicts = [e["verdict"] for _, e in others.values()]
+        helped = [PAPER_NAMES.get(m, m) for m, (_, e) in others.items() if e["verdict"] == "agrees"]
+        rows.append(_claim(
+            f"Fig. 3 ({protocol}-fitted S): every scoring function but Mahalanobis gains from some truncation",
+            {"delta": sum(v == "agrees" for v in verdicts), "verdict": all_verdict(verdicts)}, cfg,
+            "every function but Mahalanobis gains (ImageNet, a figure)", f"functions helped ({scope}-OOD)",
+            f"of {len(verdicts)}: {', '.join(helped) or 'none'} gain beyond noise"))
+        if "mahalanobis" in effects:
+            best, e = effects["mahalanobis"]
+            flipped = {"delta": -e["delta"], "lo": -e["hi"], "hi": -e["lo"],
+                       "verdict": results.interval_verdict(-e["hi"], -e["lo"])}
+            rows.append(_claim(f"Fig. 3 ({protocol}-fitted S): Mahalanobis gains nothing from truncation",
+                               flipped, cfg, "the only function that does not gain",
+                               f"AUROC loss of its best truncation ({scope}-OOD)", f"best truncation: {best}"))
+    return rows
 
 
-def _paper_mme_ranks(table: str, setting: str, dataset: str = "average") -> dict:
-    """MME's rank in one published setting, per metric, among the methods that setting lists."""
-    p = paper_values(table, setting)
-    p = p[p["dataset"] == dataset].pivot_table(index="method", columns="metric", values="value", sort=False)
-    out = {}
-    for metric, higher in (("auroc", True), ("fpr95", False)):
-        if metric in p and "MME" in p.index:
-            col = p[metric].dropna()
-            out[metric] = (rank(col, "MME", higher), len(col), float(col["MME"]))
-    return out
+def proposition1_claims(bench, check: pd.DataFrame, logs: dict, cfg, n_boot: int = 200, seed: int = 0) -> list[dict]:
+    """Proposition 1, twice: as proved (no cell whose premises hold may fail: exact arithmetic, no noise)
+    and as the tables read it (the product of all five factors ranks, by AUROC, at least as well as its
+    best single factor; paired bootstrap on the claim's sets)."""
+    counter = proposition1_counterexamples(check)
+    applies = int(check["premises"].sum())
+    proof = {"delta": float(len(counter)), "verdict": "agrees" if counter.empty else "disagrees"}
+    rows = [_claim("Proposition 1: V(S1 S2) >= max V(Si) wherever its premises hold", proof, cfg,
+                   "proved (eqs. 8-11)", "counterexamples",
+                   f"premises hold in {applies} of {len(check)} cells; {broken_premise_share(check):.0%} of the "
+                   "finite failures have a broken premise")]
+    scope, sets = claim_sets(bench)
+    factors = list(logs["id"])
+    ranked = {f: {k: _ranked(v, (f,)) for k, v in logs.items()} for f in factors}
+    product = {k: _ranked(v, tuple(factors)) for k, v in logs.items()}
+    best = max(factors, key=lambda f: np.mean([metrics.auroc(ranked[f]["id"], ranked[f][s]) for s in sets]))
+    effect = paired_effect(product, ranked[best], sets, n_boot=n_boot, seed=seed)
+    rows.append(_claim("Proposition 1 read as ranking: the product of MME's factors beats its best factor",
+                       effect, cfg, "implied by Tables 1-3", f"AUROC gain over {factor_label(best)} ({scope}-OOD)"))
+    return rows
 
 
-def ensemble_verdict(main, ablation, variants, extras, sens, near_far, cfg) -> str:
-    """Markdown: notebook 21's numbers against the paper's Tables 1-3, 5, 6 and Figs. 1, 5."""
-    here = setting_name(cfg)
-    lines = []
-    # Tables 1-2
-    table = main_table(cfg)
-    best = mme_vs_best(main, near_far).set_index(["scope", "metric"])
-    avg = average_table(main).rename(index=lambda m: PAPER_NAMES.get(m, m))
-    same = [m for m in avg.index if m in set(paper_values(table)["method"])]
-    for metric, word in (("auroc", "AUROC"), ("fpr95", "FPR95")):
-        higher = metric == "auroc"
-        paper_txt = []
-        for setting in reference_settings(cfg, table):
-            r = _paper_mme_ranks(table, setting).get(metric)
-            if r:
-                paper_txt.append(f"{setting} rank {r[0]} of {r[1]} ({r[2]:.3f})")
-        b = best.loc[("average", metric)]
-        rank_same = rank(avg.loc[same, metric], "MME", higher) if "MME" in same else b["rank"]
-        lines.append(
-            f"- **{table}, average {word}.** Paper: MME {', '.join(paper_txt) or 'not transcribed'}. Here "
-            f"({here}): MME {b['MME']:.3f}, rank {rank_same} of {len(same)} among the paper's methods "
-            f"(rank {b['rank']} of {b['of']} among all); best other detector {b['best other']} "
-            f"({b['best other value']:.3f}): **{'agrees' if b['MME better'] else 'disagrees'}**.")
-    ranks = per_set_ranks(main)
-    top_a, top_f = int((ranks["auroc_rank"] <= 3).sum()), int((ranks["fpr95_rank"] <= 3).sum())
-    lines.append(
-        f"- **Per OOD set.** The paper: MME \"consistently ranks among the top three\". Here it is in the top "
-        f"three on {top_a} of {len(ranks)} sets by AUROC and {top_f} of {len(ranks)} by FPR95 (worst rank "
-        f"{int(ranks['auroc_rank'].max())} by AUROC on {ranks['auroc_rank'].idxmax()}): "
-        f"**{_verdict(min(top_a, top_f), len(ranks))}**.")
-    # Table 3
-    t3 = paper_values("Table 3")
-    t3 = t3[(t3["dataset"] == "average") & (t3["metric"] == "auroc")].set_index("method")["value"]
-    ab = average_table(ablation)["auroc"]
-    if {"NME+", "NME+ + CO+", "MME"} <= set(t3.index):
-        co_paper, co_here = t3["NME+ + CO+"] - t3["NME+"], ab["NME+ + CO+"] - ab["NME+"]
-        mme_paper, mme_here = t3["MME"] - t3["NME+ + CO+"], ab["MME"] - ab["NME+ + CO+"]
-        same_dir = (co_here > 0) == (co_paper > 0), (mme_here > 0) == (mme_paper > 0)
-        lines.append(
-            f"- **Table 3 (average AUROC).** CO+ adds {co_paper:+.4f} to NME+ in the paper, {co_here:+.4f} here; "
-            f"the full MME adds {mme_paper:+.4f} over NME+ + CO+ in the paper, {mme_here:+.4f} here: "
-            f"**{'agrees' if all(same_dir) else 'partly agrees' if any(same_dir) else 'disagrees'}** in direction.")
-    # Table 5
-    t5 = paper_values("Table 5")
-    t5 = t5[(t5["dataset"] == "average") & (t5["metric"] == "auroc")].set_index("method")["value"]
-    v5 = average_table(variants)["auroc"]
-    if "MME" in t5:
-        dp, dh = (t5 - t5["MME"]).drop("MME"), (v5 - v5["MME"]).drop("MME")
-        lines.append(
-            f"- **Table 5 (average AUROC).** Largest change from swapping one truncation: paper "
-            f"{dp.abs().idxmax()} ({dp[dp.abs().idxmax()]:+.4f}), here {dh.abs().idxmax()} "
-            f"({dh[dh.abs().idxmax()]:+.4f}); swaps that beat the published choice by more than 0.001: "
-            f"{int((dp > 0.001).sum())} of {len(dp)} in the paper, {int((dh > 0.001).sum())} of {len(dh)} here: "
-            f"**{'agrees' if (dh <= 0.001).all() == (dp <= 0.001).all() else 'disagrees'}** that the published "
-            "choice is (close to) the best.")
-    # Table 6
-    t6 = paper_values("Table 6")
-    t6 = t6[(t6["dataset"] == "average") & (t6["metric"] == "auroc")].set_index("method")["value"]
-    v6 = average_table(extras)["auroc"]
-    if "MME" in t6:
-        gp, gh = (t6 - t6["MME"]).drop("MME"), (v6 - v6["MME"]).drop("MME")
-        lines.append(
-            f"- **Table 6 (average AUROC).** Best gain from an extra score: paper {gp.max():+.4f} ({gp.idxmax()}), "
-            f"here {gh.max():+.4f} ({gh.idxmax()}): "
-            f"**{'agrees' if (gh.max() <= 0.005) == (gp.max() <= 0.005) else 'disagrees'}** that extra scores "
-            "bring (almost) nothing (gain at most 0.005).")
-    # Fig. 5
-    curve = sens[sens["dataset"] == "average"].set_index(["param", "value"])["auroc"]
-    spread = max(curve["lambda"].max() - curve["lambda"].min(), curve["T"].max() - curve["T"].min())
-    lines.append(
-        f"- **Fig. 5 (a figure: no numbers transcribed).** The paper: MME is flat in lambda, weak only for very "
-        f"small T, and best and worst differ by less than 0.02 AUROC. Here: spread "
-        f"{curve['lambda'].max() - curve['lambda'].min():.4f} over lambda (best {curve['lambda'].idxmax():g}), "
-        f"{curve['T'].max() - curve['T'].min():.4f} over T (worst T = {curve['T'].idxmin():g}, best "
-        f"T = {curve['T'].idxmax():g}): **{'agrees' if spread < 0.02 else 'disagrees'}** on robustness.")
-    # Fig. 1
-    if ("near", "auroc") in best.index and ("far", "auroc") in best.index:
-        parts, firsts = [], 0
-        for scope in ("near", "far"):
-            for metric in ("auroc", "fpr95"):
-                b = best.loc[(scope, metric)]
-                firsts += int(b["rank"] == 1 and metric == "auroc")
-                parts.append(f"{scope} {metric.upper()} {b['MME']:.3f} (rank {b['rank']} of {b['of']}; best other "
-                             f"{b['best other']} {b['best other value']:.3f})")
-        lines.append(
-            f"- **Fig. 1 (near vs far).** The paper puts MME first on both near- and far-OOD AUROC. Here MME: "
-            + "; ".join(parts) + f": **{_verdict(firsts, 2)}** (on AUROC).")
-    return "\n".join(lines)
+# ------------------------------------------------------------------------------------------ notebook 21
+def _paper_rank(cfg, metric: str) -> str:
+    """MME's rank in the paper's main table, per published setting, as text."""
+    table, out = main_table(cfg), []
+    for setting in reference_settings(cfg, table):
+        p = paper_values(table, setting)
+        col = p[(p["dataset"] == "average") & (p["metric"] == metric)].set_index("method")["value"]
+        if "MME" in col:
+            better = (col > col["MME"]) if metric == "auroc" else (col < col["MME"])
+            out.append(f"rank {int(better.sum()) + 1} of {len(col)} ({setting})")
+    return "; ".join(out) or None
+
+
+def ensemble_claims(bench, main: pd.DataFrame, ablation, variants, extras, sens, cfg, n_boot: int = 200,
+                    seed: int = 0) -> list[dict]:
+    """Notebook 21's claims: MME beats the best other detector (near, far, average; AUROC and FPR95), CO+
+    helps NME+ and MME beats NME+ + CO+ (Table 3), the published truncations are the best (Table 5), extra
+    scores add nothing (Table 6) and MME is robust to lambda and T (Fig. 5)."""
+    rows = []
+    mme = bench.scores_of("mme")
+    for scope in ("near", "far", "average"):
+        _, sets = claim_sets(bench, scope)
+        if not sets:
+            continue
+        for metric in ("auroc", "fpr95"):
+            col = average_table(main, scope=scope)[metric].drop("mme")
+            best = col.idxmax() if metric == "auroc" else col.idxmin()
+            e = paired_effect(mme, bench.scores_of(best), sets, metric, n_boot, seed)
+            rows.append(_claim(f"{main_table(cfg)} / Fig. 1: MME beats every other detector ({scope}-OOD "
+                               f"{metric.upper()})", e, cfg, _paper_rank(cfg, metric), metric.upper(),
+                               f"best other: {PAPER_NAMES.get(best, best)}"))
+    scope, sets = claim_sets(bench)
+    pairs = [("Table 3: CO+ improves NME+", ablation, "NME+ + CO+", "NME+"),
+             ("Table 3: the full MME improves NME+ + CO+", ablation, "MME", "NME+ + CO+")]
+    swaps = average_table(variants, scope=scope)["auroc"].drop("MME")
+    pairs.append(("Table 5: no truncation swap beats the published choice", variants, "MME", swaps.idxmax()))
+    added = average_table(extras, scope=scope)["auroc"].drop("MME")
+    pairs.append(("Table 6: multiplying MME by another score brings no gain", extras, "MME", added.idxmax()))
+    for claim, frame, better, worse in pairs:
+        extra = {c: frame.loc[frame["method"] == better, c].iloc[0] for c in ("component", "truncation", "added")
+                 if c in frame}
+        extra_w = {c: frame.loc[frame["method"] == worse, c].iloc[0] for c in extra}
+        e = paired_effect(bench.scores_of(better, **extra), bench.scores_of(worse, **extra_w), sets, "auroc",
+                          n_boot, seed)
+        rows.append(_claim(claim, e, cfg, None, f"AUROC, {scope}-OOD", f"{better} vs {worse}"))
+    rows.append(sensitivity_claim(bench, sens, sets, scope, cfg, n_boot, seed))
+    return rows
+
+
+def sensitivity_claim(bench, sens: pd.DataFrame, sets, scope: str, cfg, n_boot: int = 200, seed: int = 0) -> dict:
+    """Fig. 5: best and worst (lambda, T) settings differ by less than 0.02 AUROC. Effect: 0.02 minus the
+    paired difference between the best and the worst setting on the claim's sets."""
+    curve = sens[sens["dataset"].isin(sets)].groupby(["param", "value"], sort=False)["auroc"].mean()
+    (p_hi, v_hi), (p_lo, v_lo) = curve.idxmax(), curve.idxmin()
+    d = paired_effect(bench.scores_of("MME", param=p_hi, value=v_hi), bench.scores_of("MME", param=p_lo, value=v_lo),
+                      sets, "auroc", n_boot, seed)
+    lo, hi = 0.02 - d["hi"], 0.02 - d["lo"]
+    return _claim("Fig. 5: MME's AUROC varies by less than 0.02 over lambda and T",
+                  {"delta": 0.02 - d["delta"], "lo": lo, "hi": hi, "verdict": results.interval_verdict(lo, hi)},
+                  cfg, "spread < 0.02 (ImageNet, a figure)", f"0.02 - spread, {scope}-OOD",
+                  f"best {p_hi}={v_hi:g}, worst {p_lo}={v_lo:g}")
