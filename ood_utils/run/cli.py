@@ -52,15 +52,15 @@ def list_notebooks(profile: str, notebooks_dir: Path | None, out_dir: Path | Non
     out = Path(out_dir) if out_dir is not None else paths.runs_dir(profile)
     entries = load_manifest(out)["notebooks"] if (out / MANIFEST).exists() else {}
     print(f"profile {profile}: {out}")
-    print(f"  {'notebook':<28} {'next run':<9} {'why':<34} {'last run':<16} parameters")
+    print(f"  {'notebook':<28} {'next run':<9} {'last run':<18} why")
     for step in plan(profile, only, params, force, notebooks_dir, out_dir, package_dir):
         entry = entries.get(step.name, {})
         last = entry.get("status", "not run")
         if entry.get("seconds") is not None:
             last += f" ({entry['seconds']:.1f} s)"
         action = "run" if step.decision.run else "skip"
-        print(f"  {step.name:<28} {action:<9} {step.decision.reason:<34} {last:<16} "
-              f"{', '.join(parameters_of(step.notebook)) or '(none)'}")
+        print(f"  {step.name:<28} {action:<9} {last:<18} {step.decision.reason}")
+        print(f"  {'':<28} parameters: {', '.join(parameters_of(step.notebook)) or '(none)'}")
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
