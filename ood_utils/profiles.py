@@ -45,18 +45,6 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "preset":      {"mini": "cifar", "quick": "cifar", "paper": "cifar"},
         "ood_sets":    {"mini": None, "quick": None, "paper": None},  # None = every OOD set of the ID dataset
     },
-    # GReg (notebooks 10-12): loss weights and margins of the public code (its CIFAR values in every profile)
-    "greg": {
-        "lambda_s":    {"mini": 0.1, "quick": 0.1, "paper": 0.1},
-        "lambda_grad": {"mini": 1.0, "quick": 1.0, "paper": 1.0},
-        "m_in":        {"mini": -25.0, "quick": -25.0, "paper": -25.0},
-        "m_aux":       {"mini": -7.0, "quick": -7.0, "paper": -7.0},
-        "grad_form":   {"mini": "paper", "quick": "paper", "paper": "paper"},   # or "public_code"
-        "n_clusters":  {"mini": None, "quick": None, "paper": None},   # K-Means k (None = the ID batch size)
-        "pool_factor": {"mini": 6, "quick": 6, "paper": 6},            # candidate pool = factor x ID batch
-        "toy_steps":   {"mini": 300, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
-        "toy_seeds":   {"mini": 3, "quick": 3, "paper": 5},
-    },
     # BOOD (notebooks 30-32). None = the paper's value for each ID dataset (ood_utils.bood.experiments).
     "bood": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
@@ -97,7 +85,7 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "ft_max_train":   {"mini": 384, "quick": 10000, "paper": None},   # ID images per fine-tuning epoch
         "ft_eval_max":    {"mini": 300, "quick": 2000, "paper": 10000},   # images per OOD test set
         "aux_per_id":     {"mini": 2, "quick": 2, "paper": 2},            # outliers per ID image in a step
-        "pool_factor":    {"mini": 4, "quick": 4, "paper": 3},            # sampler's candidate pool / outliers kept
+        "pool_factor":    {"mini": 6, "quick": 6, "paper": 6},            # candidate pool = factor x ID batch
         "n_clusters":     {"mini": None, "quick": None, "paper": None},   # None = ID batch size (Algorithm 1)
         "lambda_s":       {"mini": 0.1, "quick": 0.1, "paper": 0.1},
         "lambda_grad":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},
@@ -107,6 +95,8 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "plus_init":      {"mini": "base", "quick": "base", "paper": "scratch"},  # GReg+ on CIFAR: from scratch
         "plus_epochs":    {"mini": 1, "quick": 2, "paper": 60},
         "plus_lr":        {"mini": 0.02, "quick": 0.01, "paper": 0.1},
+        "toy_steps":      {"mini": 300, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
+        "toy_seeds":      {"mini": 3, "quick": 3, "paper": 5},
     },
 }
 
@@ -127,6 +117,11 @@ SMOKE_CAPS: dict[str, Any] = {
     "sd_size": 64,
     "toy_steps": 40,
     "toy_seeds": 2,
+    "ft_epochs": 1,
+    "plus_epochs": 1,
+    "ft_max_train": 64,
+    "ft_eval_max": 64,
+    "ft_batch_size": 16,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -146,12 +141,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "reg_init": (str,), "n_seeds": (int,), "sweeps": (bool,),
     "ldm_ae_steps": (int,), "ldm_steps": (int,), "ldm_sample_steps": (int,), "sd_steps": (int,),
     "sd_guidance": (float, int), "sd_size": (int,), "sd_batch": (int,),
-    # greg
+    # greg experiments (notebooks 11-12)
     "archs": (list, tuple, type(None)), "ft_epochs": (int,), "ft_lr": (float, int), "ft_batch_size": (int,),
     "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)), "aux_per_id": (int,),
-    "pool_factor": (int,), "n_clusters": (int, type(None)), "lambda_s": (float, int), "lambda_grad": (float, int),
-    "m_in": (float, int), "m_aux": (float, int), "grad_form": (str,), "plus_init": (str,), "plus_epochs": (int,),
-    "plus_lr": (float, int),
+    "plus_init": (str,), "plus_epochs": (int,), "plus_lr": (float, int),
 }
 
 

@@ -110,9 +110,12 @@ def resolve_config(profile: str = "mini", **params) -> profiles.Config:
     if not cfg.m_in < cfg.m_aux:
         raise profiles.ConfigError(f"margins in the wrong order: m_in={cfg.m_in} must be below m_aux={cfg.m_aux} "
                                    "(ID energies are pushed below m_in, outliers above m_aux)")
-    for key in ("ft_epochs", "ft_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
+    for key in ("ft_epochs", "plus_epochs", "ft_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
         if cfg.values[key] < 1:
             raise profiles.ConfigError(f"{key} must be >= 1, got {cfg.values[key]}")
+    if cfg.pool_factor < cfg.aux_per_id:
+        raise profiles.ConfigError(f"the candidate pool (pool_factor={cfg.pool_factor} x ID batch) is smaller than "
+                                   f"the {cfg.aux_per_id} x ID batch outliers a step keeps; raise pool_factor")
     if cfg.grad_form not in FORMS:
         raise profiles.ConfigError(f"unknown grad_form {cfg.grad_form!r}; valid: {', '.join(FORMS)}")
     if cfg.plus_init not in ("base", "scratch"):
@@ -168,12 +171,12 @@ def _loader(dataset, batch_size: int, seed: int, cfg):
 
 def train_loader(cfg, setting, name: str, seed: int) -> IDAuxLoader:
     """ID batches of ``ft_batch_size`` zipped with auxiliary batches: ``aux_per_id`` x that for plain
-    objectives, ``pool_factor`` times more when a sampler picks from a candidate pool."""
+    objectives, a candidate pool of ``pool_factor`` x the ID batch when a sampler picks from it."""
     id_dataset, _ = setting
     run = RUNS[name]
     sampler = run.sampler or OBJECTIVES[run.objective].sampler
     b = cfg.ft_batch_size
-    n_aux = cfg.aux_per_id * b * (cfg.pool_factor if sampler != "none" else 1)
+    n_aux = cfg.pool_factor * b if sampler != "none" else cfg.aux_per_id * b
     id_set = data.get_dataset(id_dataset, "train", train_transform=True, max_n=cfg.ft_max_train, seed=seed)
     aux_set = data.get_dataset(data.auxiliary_set(id_dataset), "train", id_dataset=id_dataset, seed=seed)
     if len(id_set) < b or len(aux_set) < n_aux:
