@@ -74,10 +74,11 @@ def _name_of(node: ast.expr) -> str | None:
 
 
 def _is_savefig(call: ast.Call) -> bool:
+    """The kit's ``savefig(fig, name, ...)``, however it is reached (``plots.savefig``, ``bood.figures.savefig``,
+    a bare ``savefig``); matplotlib's ``fig.savefig(fname)`` takes one positional argument and no ``name``."""
     func = call.func
-    if isinstance(func, ast.Attribute):
-        return func.attr == "savefig" and isinstance(func.value, ast.Name) and func.value.id == "plots"
-    return isinstance(func, ast.Name) and func.id == "savefig"
+    called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return called == "savefig" and (len(call.args) >= 2 or any(k.arg == "name" for k in call.keywords))
 
 
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
@@ -104,8 +105,16 @@ def mirrors_of(name: str, lines: list[str], lineno: int) -> str:
     paper, _, rest = name.partition("_")
     if paper not in PAPER_NAMES:
         return KIT_OWN
-    parts = [fmt.format(m.group(1)) for token in rest.split("_") for pattern, fmt in _PARTS
-             if (m := pattern.match(token))]
+    parts, last = [], None
+    for token in rest.split("_"):
+        found = next(((fmt, m) for pattern, fmt in _PARTS if (m := pattern.match(token))), None)
+        if found:
+            last = found[0]
+            parts.append(last.format(found[1].group(1)))
+        elif last and re.fullmatch(r"\d+[a-z]?", token):  # "table5_6": Tables 5 and 6
+            parts.append(last.format(token))
+        else:
+            last = None
     return f"{PAPER_NAMES[paper]} {', '.join(parts)}" if parts else f"{KIT_OWN} ({PAPER_NAMES[paper]})"
 
 

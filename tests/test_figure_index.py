@@ -35,7 +35,8 @@ def test_call_sites_names_conditions_and_mirrors(tmp_path):
               'if cfg.profile != "mini":\n    pass\nelse:\n'
               '    # mirrors: GReg Fig. 3 (loss curves)\n    plots.savefig(fig, "greg_curves", cfg.profile)',
               'plots.savefig(fig, name="bood_eq6_alg1_walk.png")\nfig.savefig("not_the_kit.png")',
-              'plots.savefig(fig, "toy_overview")\nplots.savefig(fig, "mme_score_view")')
+              'plots.savefig(fig, "toy_overview")\nplots.savefig(fig, "mme_score_view")\n'
+              'bood.figures.savefig(fig, "bood_fig2_grid", cfg.profile)\nplt.savefig("elsewhere.png", dpi=80)')
     package = tmp_path / "pkg"
     (package / "greg").mkdir(parents=True)
     (package / "greg" / "figures.py").write_text(
@@ -58,13 +59,16 @@ def test_call_sites_names_conditions_and_mirrors(tmp_path):
     assert rows[("mme_score_view", "10_greg_toy")].mirrors == f"{fi.KIT_OWN} (MME)"
     assert rows[("greg_eq4_radius", "11_greg_finetune")].site == "pkg/greg/figures.py:6"
     assert rows[("greg_orphan", "ood_utils")].mirrors == fi.KIT_OWN + " (GReg)"
-    assert not any(f.name in ("not_the_kit", "{name}") for f in figures)
-    assert [f.notebook for f in figures][:6] == ["10_greg_toy"] * 6  # notebook order, then call order
+    assert rows[("bood_fig2_grid", "10_greg_toy")].mirrors == "BOOD Fig. 2"  # the kit's savefig, by another path
+    assert not any(f.name in ("not_the_kit", "elsewhere", "{name}") for f in figures)
+    assert [f.notebook for f in figures][:7] == ["10_greg_toy"] * 7  # notebook order, then call order
     table = fi.markdown(figures)
     assert "| `greg_curves.png` | 10_greg_toy | GReg Fig. 3 (loss curves) | when `not (cfg.profile != 'mini')` |" in table
 
 
-def test_check_flags_a_stale_file(tmp_path, capsys):
+def test_check_flags_a_stale_file(tmp_path, capsys, monkeypatch):
+    figures = [fi.Figure("mme_fig2_x", "20_mme", "MME Fig. 2", "", "cell 3")]
+    monkeypatch.setattr(fi, "collect", lambda: figures)  # not the live notebooks, which may change meanwhile
     stale = tmp_path / "README.md"
     stale.write_text("# Figures\nold\n")
     assert fi.main(["--check", str(stale)]) == 1
@@ -74,6 +78,8 @@ def test_check_flags_a_stale_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, mirrors", [("mme_fig5_sensitivity", "MME Fig. 5"), ("greg_figure3_x", "GReg Fig. 3"),
+                                           ("mme_table5_6_variants", "MME Table 5, Table 6"),
+                                           ("bood_fig4_2_walks", "BOOD Fig. 4, Fig. 2"),
                                            ("mme_prop1_check", "MME Proposition 1"), ("00_metrics", fi.KIT_OWN)])
 def test_mirrors_from_the_name(name, mirrors):
     assert fi.mirrors_of(name, [""], 1) == mirrors
