@@ -114,7 +114,8 @@ def paper_difference(table: str, better: str, worse: str, metric: str, setting: 
     the table does not print both cells."""
     setting = setting or PAPER_REFERENCE.get(table)
     tab = results.paper_table("greg", table)
-    sel = tab[(tab["setting"] == setting) & (tab["dataset"] == "average") & (tab["metric"] == metric)]
+    dataset = "id" if metric == "id_accuracy" else "average"
+    sel = tab[(tab["setting"] == setting) & (tab["dataset"] == dataset) & (tab["metric"] == metric)]
     values = dict(zip(sel["method"], sel["value"]))
     b, w = title(better, table), title(worse, table)
     if b not in values or w not in values:
@@ -135,7 +136,8 @@ def compare_claim(rows: pd.DataFrame, cfg, *, better: str, worse: str, id_datase
     v = results.seed_verdict(a, b, higher_is_better=HIGHER_IS_BETTER[metric])
     delta, noise = 100.0 * v["delta"], 100.0 * v["noise"]
     paper = paper_difference(table, better, worse, metric)
-    paper_text = None if paper is None else f"{paper:+.2f} ({PAPER_REFERENCE[table]}, Table {table}, average)"
+    paper_text = None if paper is None else (f"{paper:+.2f} ({PAPER_REFERENCE[table]}, Table {table}, "
+                                             f"{'ID test set' if metric == 'id_accuracy' else 'average'})")
     bounds = {} if not np.isfinite(noise) else {"ours_lo": delta - noise, "ours_hi": delta + noise}
     return results.claim("greg", text, ours=delta, verdict=v["verdict"], paper_value=paper_text,
                          setting=results.setting_label(profile=cfg.profile, id_dataset=id_dataset, arch=arch),
@@ -153,7 +155,7 @@ def grad_claims(rows: pd.DataFrame, cfg, pairs=None) -> list[dict]:
     for plain, grad in (pairs or GRAD_PAIRS).items():
         for id_dataset, arch in _settings(rows):
             for dataset, metric in (("near", "auroc"), ("near", "fpr95"), ("average", "fpr95")):
-                if not _has(rows, id_dataset, dataset, (plain, grad)):
+                if not _has(rows, id_dataset, dataset, (plain, grad), metric):
                     continue
                 out.append(compare_claim(rows, cfg, better=grad, worse=plain, id_dataset=id_dataset, arch=arch,
                                          dataset=dataset, metric=metric, table="4",
@@ -167,7 +169,7 @@ def accuracy_claims(rows: pd.DataFrame, cfg, pairs=(("greg", "energy"),)) -> lis
     out = []
     for better, worse in pairs:
         for id_dataset, arch in _settings(rows):
-            if _has(rows, id_dataset, "id", (better, worse)):
+            if _has(rows, id_dataset, "id", (better, worse), "id_accuracy"):
                 out.append(compare_claim(rows, cfg, better=better, worse=worse, id_dataset=id_dataset, arch=arch,
                                          dataset="id", metric="id_accuracy", table="6",
                                          text=f"{title(better, '6')} keeps ID accuracy at least that of "
@@ -184,7 +186,7 @@ def sampling_claims(rows: pd.DataFrame, cfg) -> list[dict]:
     for better, worse in comparisons:
         for id_dataset, arch in _settings(rows):
             for dataset, metric in (("near", "auroc"), ("near", "fpr95"), ("average", "fpr95")):
-                if _has(rows, id_dataset, dataset, (better, worse)):
+                if _has(rows, id_dataset, dataset, (better, worse), metric):
                     out.append(compare_claim(rows, cfg, better=better, worse=worse, id_dataset=id_dataset,
                                              arch=arch, dataset=dataset, metric=metric, table="5",
                                              text=f"{title(better, '5')} beats {title(worse, '5')} ({metric}, "
@@ -196,8 +198,11 @@ def _settings(rows: pd.DataFrame) -> list[tuple[str, str]]:
     return list(dict.fromkeys(zip(rows["id_dataset"], rows["arch"])))
 
 
-def _has(rows: pd.DataFrame, id_dataset: str, dataset: str, methods) -> bool:
-    sel = rows[(rows["id_dataset"] == id_dataset) & (rows["dataset"] == dataset)]
+def _has(rows: pd.DataFrame, id_dataset: str, dataset: str, methods, metric: str) -> bool:
+    """Whether every method has values of ``metric`` on that cell."""
+    if metric not in rows.columns:
+        return False
+    sel = rows[(rows["id_dataset"] == id_dataset) & (rows["dataset"] == dataset)].dropna(subset=[metric])
     return all(m in set(sel["method"]) for m in methods)
 
 

@@ -1,0 +1,117 @@
+"""GReg report (ood_utils.greg.report): verdicts for every outcome on constructed numbers, the paper's
+differences read from the transcribed tables, records named like them, tables over seeds."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ood_utils import results
+from ood_utils.greg import report as rp
+
+
+class Cfg:
+    profile = "mini"
+
+
+def _rows(values: dict, id_dataset="mnist6", dataset="near", metric="auroc") -> pd.DataFrame:
+    """Rows as experiments.run_methods makes them: {method: [value per seed]}."""
+    out = []
+    for method, vals in values.items():
+        for seed, v in enumerate(vals):
+            out.append({"method": method, "dataset": dataset, "group": "near", metric: v, "id_dataset": id_dataset,
+                        "arch": "mnist_cnn", "seed": seed})
+    return pd.DataFrame(out)
+
+
+@pytest.mark.parametrize("grad, plain, expected", [
+    ([0.90, 0.91, 0.92], [0.80, 0.82, 0.81], "agrees"),
+    ([0.80, 0.86, 0.83], [0.83, 0.80, 0.86], "tie within noise"),
+    ([0.70, 0.71, 0.72], [0.80, 0.82, 0.81], "disagrees"),
+])
+def test_grad_claim_verdicts_for_every_outcome(grad, plain, expected):
+    claims = rp.grad_claims(_rows({"energy": plain, "greg": grad}), Cfg())
+    assert len(claims) == 1 and claims[0]["verdict"] == expected
+    c = claims[0]
+    assert c["ours"] == pytest.approx(100 * (np.mean(grad) - np.mean(plain)))
+    assert c["ours_lo"] < c["ours"] < c["ours_hi"]
+    assert c["setting"] == "mini · MNIST-6 (digits 0-5) · mnist_cnn" and "CIFAR" not in c["setting"]
+
+
+@pytest.mark.parametrize("grad, plain, expected", [
+    ([0.10, 0.11, 0.12], [0.30, 0.32, 0.31], "agrees"),      # FPR95: lower is the paper's direction
+    ([0.40, 0.41, 0.42], [0.30, 0.32, 0.31], "disagrees"),
+])
+def test_fpr95_claims_count_lower_as_better(grad, plain, expected):
+    claims = rp.grad_claims(_rows({"oe": plain, "oe_grad": grad}, metric="fpr95"), Cfg())
+    assert [c["verdict"] for c in claims] == [expected]
+    assert "OE" in claims[0]["claim"]
+
+
+def test_one_seed_is_undetermined():
+    claims = rp.grad_claims(_rows({"poem": [0.8], "poem_grad": [0.9]}), Cfg())
+    assert claims[0]["verdict"] == "undetermined" and claims[0]["ours_lo"] is None
+
+
+@pytest.mark.parametrize("acc_greg, acc_energy, expected", [
+    ([0.99, 0.99, 0.99], [0.95, 0.951, 0.949], "agrees"),
+    ([0.96, 0.95, 0.97], [0.95, 0.97, 0.96], "tie within noise"),
+    ([0.90, 0.901, 0.899], [0.95, 0.951, 0.949], "disagrees"),
+])
+def test_accuracy_claims(acc_greg, acc_energy, expected):
+    rows = _rows({"greg": acc_greg, "energy": acc_energy}, dataset="id", metric="id_accuracy")
+    claims = rp.accuracy_claims(rows, Cfg())
+    assert [c["verdict"] for c in claims] == [expected]
+    assert "Table 6" in claims[0]["paper_value"]
+
+
+def test_sampling_claims_compare_energy_clustering_with_each_sampler_and_greg_plus():
+    values = {"random": [0.8, 0.81, 0.79], "poem": [0.8, 0.8, 0.8], "dos": [0.9, 0.91, 0.92],
+              "energy_clustering": [0.85, 0.86, 0.87], "greg_plus": [0.86, 0.88, 0.87]}
+    claims = rp.sampling_claims(_rows(values), Cfg())
+    verdicts = {c["claim"]: c["verdict"] for c in claims}
+    assert verdicts["Energy only clustering beats Random sampling (auroc, near)"] == "agrees"
+    assert verdicts["Energy only clustering beats DOS (auroc, near)"] == "disagrees"
+    assert "GReg+ beats Energy only clustering (auroc, near)" in verdicts
+    assert rp.verdict_counts(claims)["agrees"] >= 2
+
+
+def test_paper_differences_come_from_the_transcribed_tables():
+    t4 = results.paper_table("greg", 4)
+    cell = lambda m, metric: float(t4[(t4["setting"] == "CIFAR-10/DenseNet-100") & (t4["method"] == m)
+                                      & (t4["metric"] == metric)]["value"].iloc[0])
+    assert rp.paper_difference("4", "greg", "energy", "fpr95") == pytest.approx(
+        round(cell("Energy", "fpr95") - cell("Energy + Grad", "fpr95"), 2))
+    assert rp.paper_difference("4", "oe_grad", "oe", "auroc") == pytest.approx(
+        round(cell("OE + Grad", "auroc") - cell("OE", "auroc"), 2))
+    assert rp.paper_difference("5", "greg_plus", "energy_clustering", "fpr95") > 0
+    assert rp.paper_difference("5", "energy_clustering", "random", "auroc") is None   # not in the paper
+    assert rp.paper_difference("6", "greg", "energy", "id_accuracy") == pytest.approx(92.14 - 91.82, abs=0.01)
+
+
+def test_records_use_the_tables_spelling_and_match_the_paper(tmp_path, monkeypatch):
+    monkeypatch.setenv("OOD_KIT_RUNS", str(tmp_path))
+    rows = pd.concat([
+        _rows({"energy": [0.9, 0.91], "greg": [0.92, 0.93], "oe": [0.8, 0.8], "oe_grad": [0.85, 0.8]},
+              id_dataset="mnist5k", dataset="average").assign(fpr95=0.2),
+        _rows({"base": [0.98], "energy": [0.97, 0.97], "greg": [0.975, 0.97]}, id_dataset="mnist5k", dataset="id",
+              metric="id_accuracy")], ignore_index=True)
+    posthoc = _rows({"msp": [0.85], "energy_score": [0.88]}, id_dataset="mnist5k", dataset="average").assign(fpr95=0.3)
+    recs = rp.finetune_records(rows, posthoc, Cfg())
+    names = {(r.table, r.method) for r in recs}
+    assert {("1", "Energy Loss"), ("1", "GReg"), ("1", "MSP"), ("1", "Energy Score"), ("4", "Energy + Grad"),
+            ("4", "OE + Grad"), ("6", "Clean"), ("6", "GReg")} <= names
+    assert all(r.setting == "mnist5k/mnist_cnn" and 0 <= r.value <= 1 for r in recs)
+    results.save(recs, "11_greg_finetune", "mini")
+    cmp = results.compare("mini")
+    greg = cmp[(cmp["table"] == "1") & (cmp["method"] == "GReg") & (cmp["metric"] == "auroc")].iloc[0]
+    assert greg["paper_value"] == 97.95 and greg["reproduced"] == pytest.approx(92.5) and greg["n_seeds"] == 2
+
+
+def test_summarise_and_display_table():
+    rows = _rows({"energy": [0.8, 0.9], "greg": [0.9, 0.9]})
+    s = rp.summarise(rows)
+    e = s[s["method"] == "energy"].iloc[0]
+    assert e["auroc"] == pytest.approx(0.85) and e["auroc_std"] == pytest.approx(0.05) and e["n_seeds"] == 2
+    table = rp.mean_pm_std(s, "auroc", ["near"])
+    assert table.loc[("mnist6", "energy"), "near"] == "85.0 ± 5.0"
