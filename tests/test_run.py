@@ -117,6 +117,11 @@ def test_failing_notebook_stops_the_run_and_names_the_cell(tmp_path, fixtures_di
                               "ename": "ValueError", "evalue": "boom: bad input"}
     assert "Traceback" in (out / "logs" / "05_fails.log").read_text()
     assert not (out / "10_steps.ipynb").exists()
+    # the rendering shows where it stopped; the index names the cell
+    if run.html.available():
+        assert "boom: bad input" in (out / "html" / "05_fails.html").read_text()
+        index = (out / "html" / "index.html").read_text()
+        assert "failed" in index and "cell 3: ValueError: boom: bad input" in index
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -261,12 +261,19 @@ def run_notebooks(profile: str, only: Iterable[str] | None = None, params: dict[
         for i, step in enumerate(steps, 1):
             runs.append(_run_step(step, f"[{i}/{len(steps)}] {step.name}", manifest, out, progress, cell_timeout,
                                   runs))
-    finally:
+    except NotebookFailed:  # the failed notebook's rendering shows where it stopped
         if html:
-            from . import html as renderings
-
-            renderings.update(out, profile, manifest, [r for r in runs if r.status != "skipped"], notebooks_dir)
+            _render(out, profile, manifest, runs, notebooks_dir)
+        raise
+    if html:
+        _render(out, profile, manifest, runs, notebooks_dir)
     return runs
+
+
+def _render(out: Path, profile: str, manifest: dict, runs: list[NotebookRun], notebooks_dir) -> None:
+    from . import html as renderings
+
+    renderings.update(out, profile, manifest, [r for r in runs if r.status != "skipped"], notebooks_dir)
 
 
 def _run_step(step: Step, prefix: str, manifest: dict, out: Path, progress: bool, timeout: int | None,
