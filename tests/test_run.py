@@ -335,9 +335,7 @@ def test_make_lab_starts_the_kits_kernel_and_allows_root_only_as_root():
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    stamp = paths.REPO_ROOT / ".venv" / ".installed"
-    if not stamp.exists():
-        pytest.skip("no .venv built by make setup")
+    # a dry run prints the commands (those of `make setup` first, if the venv is missing) and runs none
     dry = subprocess.run(["make", "-n", "lab"], cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
     command = [line for line in dry.stdout.splitlines() if "jupyter lab" in line]
