@@ -329,6 +329,20 @@ def get_arrays(name: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     return embedded.get_arrays(name, split)
 
 
+def sample_images(name: str, split: str = "test", n: int = 16, *, id_dataset: str | None = None,
+                  seed: int = 0) -> np.ndarray:
+    """``n`` images of any set as floats in [0, 1], (n, H, W) or (n, H, W, 3), for image grids: the embedded
+    arrays as they are, a real set after its ID dataset's evaluation preprocessing (normalisation undone)."""
+    if name in embedded.SETS and (id_dataset is None or ID_DATASETS[id_dataset].source == "embedded"):
+        images, _ = get_arrays(name, split)
+        return images[subsample_indices(len(images), n, seed) if len(images) > n else slice(None)]
+    dataset = get_dataset(name, split, max_n=n, seed=seed, id_dataset=None if name in ID_DATASETS else id_dataset)
+    info = _resolve(name, None if name in ID_DATASETS else id_dataset)[1]
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    x = x * torch.tensor(info.std).view(1, -1, 1, 1) + torch.tensor(info.mean).view(1, -1, 1, 1)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).squeeze(-1).numpy()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Tables for the start-here notebook
 # ----------------------------------------------------------------------------------------------------------
@@ -360,15 +374,21 @@ def _real_status(name: str) -> str:
     probe = getattr(_real, "is_available", None)
     if probe is None:
         return "unknown"
-    return "present" if probe(name) else f"missing: python -m data_prep --get {name}"
+    if not probe(name):
+        return f"missing: python -m data_prep --get {name}"
+    marker = _real.read_marker(_real.dataset_folder(name)) if hasattr(_real, "read_marker") else None
+    return "present (stand-in data)" if marker and marker.get("standin") else "present"
 
 
-def status_table():
-    """Which datasets each profile uses and whether they are on this machine (nothing is loaded)."""
+def status_table(profile: str | None = None):
+    """Which datasets each profile uses and whether they are on this machine (nothing is loaded).
+    ``profile``: only the datasets of that profile."""
     import pandas as pd
 
     rows = []
     for id_name, info in ID_DATASETS.items():
+        if profile is not None and profile not in info.profiles:
+            continue
         members = {id_name: "ID", **ood_sets(id_name)}
         aux = _safe_aux(id_name)
         if aux is not None:
@@ -384,7 +404,7 @@ __all__ = [
     "ID_DATASETS", "OOD_DATASETS", "AUX_DATASETS", "DatasetInfo", "OODInfo", "DatasetNotFound",
     "check_dataset", "ood_sets", "auxiliary_set", "get_dataset", "get_arrays", "summary", "status_table",
     "real_transform", "subsample_indices", "ShiftedTensorDataset", "MINI_ID_DATASETS", "check_disjoint",
-    "DataLeak",
+    "DataLeak", "sample_images",
 ]
 
 from .leaks import DataLeak, check_disjoint  # noqa: E402  (needs the registry above)
