@@ -70,9 +70,13 @@ SAMPLING_METHODS = ("random", "poem", "dos", "energy_clustering", "greg_plus")
 POSTHOC = {"msp": "MSP", "odin": "ODIN", "energy_score": "Energy Score", "react": "ReAct", "dice": "DICE"}
 _POSTHOC_DETECTOR = {"msp": "msp", "odin": "odin", "energy_score": "energy", "react": "react", "dice": "dice"}
 
-#: per profile: the ID datasets and the networks of the paper's tables (None in a parameter = these)
-ID_DATASETS = {"mini": ("mnist5k", "mnist6"), "quick": ("cifar10",), "paper": ("cifar10", "cifar100")}
-ARCHS = {"mini": ("mnist_cnn",), "quick": ("resnet18",), "paper": ("resnet18", "wrn40_2", "densenet100")}
+#: per experiment and profile: the ID datasets and networks of the paper's tables (None in a parameter = these)
+ID_DATASETS = {"finetune": {"mini": ("mnist5k", "mnist6"), "quick": ("cifar10",), "paper": ("cifar10", "cifar100")},
+               "sampling": {"mini": ("mnist5k", "mnist6"), "quick": ("cifar10",), "paper": ("cifar100",)}}
+ARCHS = {"finetune": {"mini": ("mnist_cnn",), "quick": ("resnet18",), "paper": ("resnet18", "wrn40_2", "densenet100")},
+         "sampling": {"mini": ("mnist_cnn",), "quick": ("resnet18",), "paper": ("densenet100",)}}
+#: ImageNet-10 (Table 3) is fine-tuned from a DenseNet-121
+IMAGENET_ARCHS = ("densenet121",)
 #: the hyperparameters a run's cache key and recipe hold
 HYPER = ("ft_batch_size", "ft_max_train", "aux_per_id", "pool_factor", "n_clusters", "lambda_s", "lambda_grad",
          "m_in", "m_aux", "weight_decay", "grad_form")
@@ -91,12 +95,22 @@ def check_methods(names, valid=tuple(RUNS)) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------ config
 
-def resolve_config(profile: str = "mini", **params) -> profiles.Config:
+def resolve_config(profile: str = "mini", experiment: str = "finetune", **params) -> profiles.Config:
     """``profiles.resolve(profile, "greg", ...)`` plus the checks of this track, all before any work:
-    ID datasets and networks exist, margins in order, a candidate pool that holds what a step keeps."""
+    ID datasets and networks exist, margins in order, a candidate pool that holds what a step keeps.
+    ``experiment`` ("finetune": Tables 1-2, 4; "sampling": Table 5) picks the paper's default settings."""
+    if experiment not in RECIPES:
+        raise profiles.ConfigError(f"unknown experiment {experiment!r}; valid: {', '.join(RECIPES)}")
     cfg = profiles.resolve(profile, "greg", **params)
-    ids = tuple(cfg.id_datasets) if cfg.id_datasets else ID_DATASETS[cfg.profile]
-    archs = tuple(cfg.archs) if cfg.archs else (ARCHS[cfg.profile] if "arch" not in cfg.overridden else (cfg.arch,))
+    ids = tuple(cfg.id_datasets) if cfg.id_datasets else ID_DATASETS[experiment][cfg.profile]
+    if cfg.archs:
+        archs = tuple(cfg.archs)
+    elif "arch" in cfg.overridden:
+        archs = (cfg.arch,)
+    elif all(d.startswith("imagenet") for d in ids):
+        archs = IMAGENET_ARCHS
+    else:
+        archs = ARCHS[experiment][cfg.profile]
     if cfg.smoke:  # smoke mode: the first setting only, unless chosen explicitly
         ids = ids if "id_datasets" in cfg.overridden else ids[:1]
         archs = archs if "archs" in cfg.overridden else archs[:1]
@@ -219,11 +233,11 @@ def _start_model(cfg, setting, init: str, seed: int):
     """The model a run starts from: the base classifier (a fresh copy on every call) or new random weights."""
     from ..models import build_model
 
-    base, _ = base_classifier(cfg, setting)
-    if init == "base":
-        return base, features.model_fingerprint(base)
-    if init != "scratch":
+    if init not in ("base", "scratch"):
         raise ValueError(f"unknown plus_init {init!r}; valid: base, scratch")
+    if init == "base":
+        base, _ = base_classifier(cfg, setting)
+        return base, features.model_fingerprint(base)
     profiles.seed_everything(seed)
     model = build_model(setting[1], data.ID_DATASETS[setting[0]].num_classes).to(cfg.torch_device)
     return model, "scratch"
@@ -317,10 +331,10 @@ def run_all(cfg, names, kind: str = "finetune", progress: bool = True) -> pd.Dat
 
 # ------------------------------------------------------------------------------------------------ post-hoc
 
-def _images(dataset, limit: int | None = None) -> torch.Tensor:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=512, shuffle=False)
-    out = torch.cat([b[0] for b in loader])
-    return out if limit is None else out[:limit]
+def odin_scores(det, model, dataset, device, batch_size: int = 256) -> np.ndarray:
+    """ODIN perturbs the inputs, so it streams the images through the model batch by batch."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    return np.concatenate([det.score_inputs(model, b[0].to(device)) for b in loader])
 
 
 def posthoc_baselines(cfg, setting, n_boot: int = 200, names=tuple(POSTHOC)) -> pd.DataFrame:
@@ -339,10 +353,11 @@ def posthoc_baselines(cfg, setting, n_boot: int = 200, names=tuple(POSTHOC)) -> 
     for name in names:
         if name == "odin":
             det = get_detector("odin", std=tuple(data.ID_DATASETS[setting[0]].std)).fit()
-            scores = {"id": det.score_inputs(base, _images(data.get_dataset(setting[0], "test")))}
+            dev = cfg.torch_device
+            scores = {"id": odin_scores(det, base, data.get_dataset(setting[0], "test"), dev)}
             for ood in groups:
                 ds = data.get_dataset(ood, "test", id_dataset=setting[0], max_n=cfg.ft_eval_max)
-                scores[ood] = det.score_inputs(base, _images(ds))
+                scores[ood] = odin_scores(det, base, ds, dev)
         else:
             det = get_detector(_POSTHOC_DETECTOR[name], preset=preset).fit(
                 train_f.feats, train_f.logits, train_f.labels, W, b)

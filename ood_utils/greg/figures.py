@@ -133,3 +133,14 @@ def sampler_picture(proj: np.ndarray, labels: np.ndarray, low: np.ndarray, high:
     ax.set_ylabel("PC 2")
     ax.legend(loc="best", fontsize=8)
     return ax
+
+
+def displayable(x, id_dataset: str) -> np.ndarray:
+    """Normalised input tensors (N, C, H, W) back to [0, 1] images with the ID dataset's mean and std."""
+    from .. import data
+
+    info = data.ID_DATASETS[id_dataset]
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    mean = np.asarray(info.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(info.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.clip(arr * std + mean, 0.0, 1.0)
