@@ -140,7 +140,6 @@ def _save(out: Path, manifest: dict[str, Any]) -> None:
     paths.write_json(out / MANIFEST, manifest)
 
 
-
 # ------------------------------------------------------------------------------------------------- execute
 
 def _kernel_manager_class(stderr=None):
@@ -215,9 +214,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 def plan(profile: str, only: Iterable[str] | None = None, params: dict[str, Any] | None = None,
          force: bool = False, notebooks_dir: Path | str | None = None, out_dir: Path | str | None = None,
-         package_dir: Path | None = None) -> list[Step]:
+         package_dir: Path | None = None, entries: dict | None = None) -> list[Step]:
     """What a run would do, notebook by notebook, without starting a kernel. Every check (profile, ``only``,
-    parameter names and values) happens here, before any work."""
+    parameter names and values) happens here, before any work. ``entries``: the manifest's notebooks, when
+    the caller has read it already."""
     profiles.check_profile(profile)
     params = dict(params or {})
     chosen = select(find_notebooks(notebooks_dir), only)
@@ -226,7 +226,8 @@ def plan(profile: str, only: Iterable[str] | None = None, params: dict[str, Any]
     defined = {nb.name: set(parameters_of(nb)) for nb in chosen}
     check_params(profile, params, defined)
     out = Path(out_dir) if out_dir is not None else paths.runs_dir(profile)
-    entries = load_manifest(out)["notebooks"] if (out / MANIFEST).exists() else {}
+    if entries is None:
+        entries = load_manifest(out)["notebooks"] if (out / MANIFEST).exists() else {}
     package, versions = freshness.package_hash(package_dir), freshness.installed_versions()
     steps = []
     for nb in chosen:
@@ -250,10 +251,11 @@ def run_notebooks(profile: str, only: Iterable[str] | None = None, params: dict[
     index page (see :mod:`.html`). Raises :class:`NotebookFailed` at the first failing notebook (after
     recording it in the manifest and rendering it).
     """
-    steps = plan(profile, only, params, force, notebooks_dir, out_dir, package_dir)
+    profiles.check_profile(profile)  # before runs_dir(profile) creates a folder named after it
     out = Path(out_dir) if out_dir is not None else paths.runs_dir(profile)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(out)
+    steps = plan(profile, only, params, force, notebooks_dir, out_dir, package_dir, manifest["notebooks"])
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     manifest.update(profile=profile, updated=_now(), environment=environment())
     manifest.setdefault("created", manifest["updated"])
     runs: list[NotebookRun] = []
