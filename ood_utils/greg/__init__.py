@@ -9,7 +9,7 @@ module                 what
                        OE, POEM, DOS, GReg+ (Tables 1-5)
 ``sampling``           torch K-Means, Algorithm 1 (energy-based cluster sampling), DOS and POEM samplers
 ``certify``            the certified radius of eq. (4) with local Lipschitz estimates
-``toy``                the 2D toy of Fig. 1a and Fig. 3
+``toy``                the 2D toy of Fig. 1a and Fig. 3 (``toy_figures``: its plots)
 =====================  =================================================================================
 """
 from .energy import PAPER_M_AUX, PAPER_M_IN, check_margins, energy_loss, energy_score, id_score
@@ -18,3 +18,5 @@ from .regularizer import (FORMS, form_gap, gradient_regularizer, gradient_term, 
                           scores_and_gradient_norms)
 from .sampling import (SAMPLERS, ClusterSampler, PosteriorSampler, dos_sample, energy_cluster_sample, kmeans,
                        make_sampler, pool_features)
+from .certify import certified_radius, linear_region, sampled_lipschitz, steepest_flip
+from . import toy

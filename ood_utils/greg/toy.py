@@ -151,6 +151,11 @@ def evaluate(model: nn.Module, data: ToyData, eps: float = TOY_DEFAULTS["eps"], 
     """AUROC (ID test vs near / far OOD), mean ``||grad S||``, mean certified radius (eq. 4, sampled
     Lipschitz estimate and the linear-region certificate) of ID test points and of near-OOD points, and the
     fraction of detected near-OOD points that one step of length ``eps`` pushes across the threshold."""
+    with one_thread():
+        return _evaluate(model, data, eps, seed)
+
+
+def _evaluate(model: nn.Module, data: ToyData, eps: float, seed: int) -> dict:
     gamma = threshold(model, data.x_test)
     with torch.no_grad():
         s = {k: energy_score(model(x)) for k, x in (("id", data.x_test), ("near", data.x_near), ("far", data.x_far))}
@@ -214,20 +219,26 @@ def _run(data: ToyData, params: dict, lambda_grad: float, m_in: float, m_aux: fl
     return out
 
 
-def experiment(steps: int, seeds: int, progress: bool = True, **overrides) -> dict:
+def experiment(steps: int, seeds: int, first_seed: int = 0, progress: bool = True, **overrides) -> dict:
     """Energy (``lambda_grad = 0``) and GReg (``lambda_grad``) trained on the same toy data for ``seeds``
-    seeds: ``{"params", "energy": [run per seed], "greg": [...]}``, each run with its Fig. 3 history, its
-    evaluation and its weights (and the score grid for seed 0). Cached."""
-    params = {**TOY_DEFAULTS, **overrides, "steps": steps, "seeds": seeds}
+    seeds from ``first_seed`` on: ``{"params", "energy": [run per seed], "greg": [...]}``, each run with its
+    Fig. 3 history, its evaluation and its weights (and the score grid for the first seed). Cached."""
+    unknown = sorted(set(overrides) - set(TOY_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown toy parameter(s) {unknown}; valid: {', '.join(TOY_DEFAULTS)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    params = {**TOY_DEFAULTS, **overrides, "steps": steps, "seeds": seeds, "first_seed": first_seed}
 
     def compute():
         data = make_toy(params["n_id"], params["n_aux"], params["n_ood"], seed=0)
         runs = {"energy": [], "greg": []}
-        jobs = [(m, s) for s in range(seeds) for m in runs]
+        jobs = [(m, s) for s in range(first_seed, first_seed + seeds) for m in runs]
         with one_thread():
             for method, seed in tqdm(jobs, desc="toy runs", disable=not progress):
                 lam = params["lambda_grad"] if method == "greg" else 0.0
-                runs[method].append(_run(data, params, lam, params["m_in"], params["m_aux"], seed, grid=seed == 0))
+                runs[method].append(_run(data, params, lam, params["m_in"], params["m_aux"], seed,
+                                         grid=seed == first_seed))
         return {"params": params, **runs}
 
     return cached("experiment", params, compute)
@@ -258,3 +269,40 @@ def load_model(run: dict, hidden: int = TOY_DEFAULTS["hidden"]) -> ToyMLP:
     model = ToyMLP(hidden)
     model.load_state_dict(run["state"])
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------- numbers per seed
+def per_seed(runs: list[dict], key: str) -> list[float]:
+    """One evaluation number (see :func:`evaluate`) or the last logged value of a Fig. 3 curve
+    (``energy_loss``, ``grad_norm``), per seed."""
+    if key in runs[0]["history"]:
+        return [float(r["history"][key][-1]) for r in runs]
+    if key not in runs[0]["eval"]:
+        raise ValueError(f"unknown toy quantity {key!r}; valid: {', '.join([*runs[0]['history'], *runs[0]['eval']])}")
+    return [float(r["eval"][key]) for r in runs]
+
+
+def setting_label(profile: str, hidden: int = TOY_DEFAULTS["hidden"]) -> str:
+    """What ran, for claims and records: the toy, not a benchmark of the paper."""
+    return f"{profile} · 2D toy · ReLU MLP 2-{hidden}-{hidden}-{hidden}-3"
+
+
+#: what the notebook records per method and seed: (record metric, toy quantity, record dataset)
+RECORDED = (("energy_loss_final", "energy_loss", "toy_train"), ("grad_norm_final", "grad_norm", "toy_train"),
+            ("auroc", "auroc_near", "toy_near"), ("auroc", "auroc_far", "toy_far"),
+            ("certified_radius", "radius_id_sampled", "toy_id"), ("certified_radius", "radius_near_sampled", "toy_near"),
+            ("flip_rate", "flip_rate_near", "toy_near"))
+
+
+def records(exp: dict, cfg) -> list:
+    """Result records of :func:`experiment` (one per method, seed and quantity), table ``fig3``."""
+    from .. import results
+
+    setting = f"toy2d/mlp{exp['params']['hidden']}"
+    out = []
+    for method, title in (("energy", "Energy Loss"), ("greg", "GReg")):
+        for metric, key, dataset in RECORDED:
+            for i, value in enumerate(per_seed(exp[method], key)):
+                out.append(results.record("greg", "fig3", title, dataset, metric, value, setting=setting,
+                                          seed=exp["params"]["first_seed"] + i, profile=cfg.profile))
+    return out
