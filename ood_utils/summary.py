@@ -81,13 +81,18 @@ def setting_of_record(setting: str, profile: str) -> str:
 
 # ------------------------------------------------------------------------------------------- what ran
 
+STATUS_COLUMNS = ["notebook", "last run", "seconds", "still current?", "records", "claims", "settings"]
+
+
 def run_status(profile: str, notebooks_dir=None) -> pd.DataFrame:
-    """One row per notebook of the kit: last run (from the runner's manifest), how many records and claims
-    it saved for ``profile`` and the settings they came from."""
+    """One row per notebook of the kit: its last run by the runner (from the manifest), whether that run is
+    still current (the runner's own decision: "finished, nothing changed", or what changed since, e.g.
+    "ood_utils changed"), how many records and claims it saved for ``profile`` and their settings."""
     from . import run
 
     out = paths.runs_dir(profile)
     entries = run.load_manifest(out)["notebooks"] if (out / run.MANIFEST).exists() else {}
+    current = {s.name: s.decision.reason for s in run.plan(profile, notebooks_dir=notebooks_dir, entries=entries)}
     recs, cl = results.load_all(profile), results.claims(profile)
     rows = []
     for nb in run.find_notebooks(notebooks_dir):
@@ -95,10 +100,12 @@ def run_status(profile: str, notebooks_dir=None) -> pd.DataFrame:
         mine = recs[recs["notebook"] == nb.stem]
         settings = sorted({setting_of_record(s, profile) for s in mine["setting"]}
                           | set(cl.loc[cl["notebook"] == nb.stem, "setting"]))
+        ran = entry.get("status") == "ok"
         rows.append({"notebook": nb.stem, "last run": entry.get("status", "not run (by the runner)"),
-                     "seconds": entry.get("seconds"), "records": len(mine),
-                     "claims": int((cl["notebook"] == nb.stem).sum()), "settings": "; ".join(settings)})
-    return pd.DataFrame(rows, columns=["notebook", "last run", "seconds", "records", "claims", "settings"])
+                     "seconds": entry.get("seconds"), "still current?": current[nb.stem] if ran else "",
+                     "records": len(mine), "claims": int((cl["notebook"] == nb.stem).sum()),
+                     "settings": "; ".join(settings)})
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------- claims

@@ -91,3 +91,18 @@ def test_every_analogue_names_a_set_of_the_embedded_benchmark():
     assert set(summary.ANALOGUES) == set(embedded.SETS)
     table = summary.analogue_table()
     assert table["what it is"].str.len().min() > 0
+
+
+def test_status_says_whether_a_finished_run_is_still_current(runs, fixtures_dir):
+    from ood_utils import paths, run
+
+    out = paths.runs_dir("mini")
+    paths.write_json(out / run.MANIFEST, {"notebooks": {"00_hello": {"status": "ok", "seconds": 1.5},
+                                                        "05_fails": {"status": "failed", "seconds": 0.2}}})
+    status = summary.run_status("mini", notebooks_dir=fixtures_dir).set_index("notebook")
+    assert status.loc["00_hello", "still current?"] == "executed copy missing"
+    (out / "00_hello.ipynb").write_text("{}")
+    status = summary.run_status("mini", notebooks_dir=fixtures_dir).set_index("notebook")
+    assert status.loc["00_hello", "still current?"].startswith("source changed")  # no inputs recorded
+    assert status.loc["05_fails", "last run"] == "failed" and status.loc["05_fails", "still current?"] == ""
+    assert status.loc["10_steps", "last run"] == "not run (by the runner)"
