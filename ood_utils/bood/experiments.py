@@ -229,8 +229,9 @@ def run_rows(run: Run) -> list[dict]:
     rows = []
     for table, sets in (TABLE_SETS.get(run.dataset) or {None: tuple(groups)}).items():
         sub = {s: groups[s] for s in sets}
-        rows += metrics.evaluate_sets(run.method, {"id": run.scores["id"], **{s: run.scores[s] for s in sub}}, sub,
-                                      id_dataset=run.dataset, seed=run.seed, table=table, **run.params)
+        rows += [{**r, "seed": run.seed} for r in metrics.evaluate_sets(
+            run.method, {"id": run.scores["id"], **{s: run.scores[s] for s in sub}}, sub,
+            id_dataset=run.dataset, table=table, **run.params)]
     rows.append({"method": run.method, "dataset": "id", "group": "id", "id_accuracy": run.id_accuracy,
                  "id_dataset": run.dataset, "seed": run.seed, "table": None, **run.params})
     return rows
@@ -261,8 +262,8 @@ def ablations(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
 def sweeps(cfg, space: LatentSpace, progress: bool = True) -> dict[str, list[Run]]:
     """Figs. 5-6: one parameter varied at a time around the profile's values, one seed."""
     grids = SWEEPS[cfg.profile]
-    if cfg.smoke:
-        grids = {k: v[:2] for k, v in grids.items()}
+    if cfg.smoke:      # two points of two sweeps: every code path, a fraction of the trainings
+        grids = {k: grids[k][:2] for k in ("extra_steps", "reg_weight")}
     out = {}
     for key, values in grids.items():
         out[key] = []
