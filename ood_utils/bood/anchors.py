@@ -111,17 +111,14 @@ def sd_dir(sd_weights: str | os.PathLike | None = None) -> Path:
 
 
 def check_sd_weights(sd_weights=None) -> Path:
-    """The SD v1.4 folder, or an :class:`AnchorError` saying what to download and where to put it."""
-    folder = sd_dir(sd_weights)
-    needed = ("tokenizer", "text_encoder", "unet", "vae")
-    missing = [p for p in needed if not (folder / p).is_dir()]
-    if missing:
-        raise AnchorError(
-            f"Stable Diffusion v1.4 weights not found in {folder} (missing: {', '.join(missing)}). "
-            "Download the diffusers-format repository CompVis/stable-diffusion-v1-4 (accept its licence on "
-            "huggingface.co, then e.g. `huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir "
-            f"{folder}`), or pass sd_weights='/path/to/stable-diffusion-v1-4'")
-    return folder
+    """The SD v1.4 folder, or an :class:`AnchorError` saying what to download and where to put it (the
+    check itself lives with the SD decoder, :func:`ood_utils.bood.sd.check_weights`)."""
+    from .sd import check_weights       # late: sd imports this module
+
+    try:
+        return check_weights(sd_weights)
+    except FileNotFoundError as err:
+        raise AnchorError(str(err)) from err
 
 
 def check_clip_tokenizer(tokenizer, where="") -> None:
