@@ -30,6 +30,8 @@ SWEEPS = {"mini": {"step_size": (0.005, 0.015, 0.05), "extra_steps": (0, 2, 5), 
           "paper": {"step_size": (0.005, 0.01, 0.015, 0.02, 0.03), "extra_steps": (0, 1, 2, 3, 4, 5),
                     "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0)}}
 SWEEPS["quick"] = SWEEPS["mini"]
+#: the values the paper reports as best (Sec. 4.1 and 4.3.2; beta for CIFAR-100)
+PAPER_BEST = {"step_size": 0.015, "extra_steps": 2, "boundary_ratio": 5.0, "reg_weight": 2.5}
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -232,8 +234,9 @@ def run_rows(run: Run) -> list[dict]:
         rows += [{**r, "seed": run.seed} for r in metrics.evaluate_sets(
             run.method, {"id": run.scores["id"], **{s: run.scores[s] for s in sub}}, sub,
             id_dataset=run.dataset, table=table, **run.params)]
+    main_table = next(iter(TABLE_SETS.get(run.dataset, {None: ()})))
     rows.append({"method": run.method, "dataset": "id", "group": "id", "id_accuracy": run.id_accuracy,
-                 "id_dataset": run.dataset, "seed": run.seed, "table": None, **run.params})
+                 "id_dataset": run.dataset, "seed": run.seed, "table": main_table, **run.params})
     return rows
 
 
