@@ -38,7 +38,7 @@ from .registry import REGISTRY
 
 STAMP = "STANDINS.json"
 SD_FOLDER = ("models", "stable-diffusion-v1-4")
-CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 60, 40       # 5 batches -> 300 training images (smoke uses 256)
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 8, 32        # 5 batches -> 40 training images: seconds for a DenseNet on a CPU
 PER_SET = 16                                      # images per OOD test set
 TINY_IMAGES = 64                                  # the auxiliary pool
 
