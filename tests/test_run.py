@@ -342,3 +342,22 @@ def test_make_lab_starts_the_kits_kernel_and_allows_root_only_as_root():
     assert command, dry.stdout
     assert f"default_kernel_name={run.KERNEL_NAME}" in command[-1]
     assert ("--allow-root" in command[-1]) == (os.getuid() == 0)
+
+
+@pytest.mark.notebook
+def test_a_notebook_reading_the_results_reruns_after_the_notebooks_before_it(tmp_path, fixtures_dir, package,
+                                                                             monkeypatch):
+    monkeypatch.setenv("OOD_KIT_RUNS", str(tmp_path / "kit_runs"))  # where the kernels save their records
+    folder = _notebooks(tmp_path, fixtures_dir, "15_records", "30_reads")
+    out = tmp_path / "runs"
+    kw = dict(notebooks_dir=folder, out_dir=out, package_dir=package, html=False)
+    assert _statuses(run_notebooks("mini", **kw)) == {"15_records": "ok", "30_reads": "ok"}
+    assert "results" in _manifest(out)["notebooks"]["30_reads"]["inputs"]
+    assert "results" not in _manifest(out)["notebooks"]["15_records"]["inputs"]
+    assert _statuses(run_notebooks("mini", **kw)) == {"15_records": "skipped", "30_reads": "skipped"}
+    # a new value: 15 re-runs for its parameter; 30 sees the new records at its turn, in the same run
+    assert _decisions(folder, out, package, params={"value": 2}) == {
+        "15_records": "parameters changed", "30_reads": "finished, nothing changed"}
+    assert _statuses(run_notebooks("mini", params={"value": 2}, **kw)) == {"15_records": "ok", "30_reads": "ok"}
+    assert _manifest(out)["notebooks"]["30_reads"]["reason"] == "results of other notebooks changed"
+    assert "15_records.csv" in _stream_text(out / "30_reads.ipynb")

@@ -232,11 +232,21 @@ def plan(profile: str, only: Iterable[str] | None = None, params: dict[str, Any]
     steps = []
     for nb in chosen:
         nb_params = {"profile": profile, **{k: v for k, v in params.items() if k in defined[nb.name]}}
-        inputs = freshness.current_inputs(freshness.source_hash(nb), nb_params, package, versions)
+        results = freshness.results_hash(profile) if freshness.reads_results(nb) else None
+        inputs = freshness.current_inputs(freshness.source_hash(nb), nb_params, package, versions, results)
         output = out / nb.name
         decision = freshness.decide(entries.get(nb.stem), inputs, output, force)
         steps.append(Step(nb, nb_params, inputs, decision, output, out / "logs" / f"{nb.stem}.log"))
     return steps
+
+
+def _refresh(step: Step, profile: str, entries: dict, force: bool) -> Step:
+    """A notebook that reads the others' records decides at its turn: notebooks before it may have re-run."""
+    if "results" not in step.inputs:
+        return step
+    inputs = {**step.inputs, "results": freshness.results_hash(profile)}
+    step.inputs, step.decision = inputs, freshness.decide(entries.get(step.name), inputs, step.output, force)
+    return step
 
 
 def run_notebooks(profile: str, only: Iterable[str] | None = None, params: dict[str, Any] | None = None,
@@ -261,6 +271,7 @@ def run_notebooks(profile: str, only: Iterable[str] | None = None, params: dict[
     runs: list[NotebookRun] = []
     try:
         for i, step in enumerate(steps, 1):
+            step = _refresh(step, profile, manifest["notebooks"], force)
             runs.append(_run_step(step, f"[{i}/{len(steps)}] {step.name}", manifest, out, progress, cell_timeout,
                                   runs))
     except NotebookFailed:  # the failed notebook's rendering shows where it stopped

@@ -6,7 +6,10 @@ A notebook's result depends on four inputs, recorded in the manifest when it fin
 - ``parameters``: the values injected by papermill (``profile`` and any ``-p``);
 - ``ood_utils``: every ``.py`` / ``.csv`` / ``.json`` file of the package (a fix in a detector re-runs the
   notebooks, which then re-use or rebuild their caches as those decide);
-- ``versions``: Python and the installed versions of the kit's pinned dependencies.
+- ``versions``: Python and the installed versions of the kit's pinned dependencies;
+- ``results``, only for a notebook whose metadata says ``"ood_kit": {"reads_results": true}`` (the summary):
+  the result records and claims the other notebooks saved for the profile. It is compared just before the
+  notebook's turn, so a summary re-runs after any notebook before it re-ran.
 
 :func:`decide` compares them with the current ones and says why a notebook runs or is skipped.
 """
@@ -29,7 +32,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_SUFFIXES = (".py", ".csv", ".json")
 #: input -> the reason given when it changed, in the order reasons are listed
 REASONS = {"source": "source changed", "parameters": "parameters changed", "ood_utils": "ood_utils changed",
-           "versions": "versions changed"}
+           "versions": "versions changed", "results": "results of other notebooks changed"}
 DONE = "finished, nothing changed"
 
 
@@ -81,9 +84,28 @@ def installed_versions() -> dict[str, str | None]:
     return versions
 
 
-def current_inputs(source: str, params: dict[str, Any], package: str, versions: dict) -> dict[str, Any]:
-    """The inputs of one notebook run, as stored in its manifest entry."""
-    return {"source": source, "parameters": params, "ood_utils": package, "versions": versions}
+def reads_results(notebook: Path) -> bool:
+    """Whether a notebook's output depends on the other notebooks' records (its metadata says so)."""
+    return bool(read(notebook).metadata.get("ood_kit", {}).get("reads_results", False))
+
+
+def results_hash(profile: str) -> str:
+    """Hash over the result records and claims of ``profile`` (``runs/<profile>/results/**/*.csv``)."""
+    root = paths.runs_dir(profile) / "results"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.csv")) if root.is_dir() else []:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def current_inputs(source: str, params: dict[str, Any], package: str, versions: dict,
+                   results: str | None = None) -> dict[str, Any]:
+    """The inputs of one notebook run, as stored in its manifest entry (``results`` only for a notebook that
+    reads the others' records)."""
+    inputs = {"source": source, "parameters": params, "ood_utils": package, "versions": versions}
+    if results is not None:
+        inputs["results"] = results
+    return inputs
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -121,7 +143,7 @@ def decide(entry: dict | None, inputs: dict[str, Any], output: Path, force: bool
     if not Path(output).exists():
         return Decision(True, "executed copy missing")
     recorded = entry.get("inputs") or {}
-    changed = [key for key in REASONS if not _same(recorded.get(key), inputs[key])]
+    changed = [key for key in REASONS if key in inputs and not _same(recorded.get(key), inputs[key])]
     if not changed:
         return Decision(False, DONE)
     reasons = [REASONS[key] + (_version_changes(recorded.get(key), inputs[key]) if key == "versions" else "")
