@@ -11,8 +11,8 @@ parameters ``profile=P`` plus any ``-p key value`` overrides. For each notebook 
 
 and stops at the first failing notebook, naming the cell that failed. A second run resumes: a finished
 notebook is skipped only when nothing it depends on changed: its source, its parameters, the ``ood_utils``
-package (a hash over its .py/.csv/.json files) and the installed versions of the pinned dependencies.
-``--list`` says, per notebook, whether it would run and why; ``--force`` re-runs finished notebooks.
+package (a hash over its .py/.csv/.json files) and the installed versions of the pinned dependencies, plus,
+for a notebook that reads the others' results (the summary), those results. ``--list`` says, per notebook, whether it would run and why; ``--force`` re-runs finished notebooks.
 
     python -m ood_utils.run --list
     python -m ood_utils.run --profile quick --only 11 12 -p seed 1 -p device cuda:1

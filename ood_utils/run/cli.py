@@ -91,7 +91,8 @@ def _parse_params(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
 DESCRIPTION = """Execute the kit's notebooks in numeric order with papermill. Executed copies, logs, a manifest and
 HTML renderings (html/index.html) go to runs/<profile>/; the run stops at the first failing notebook and
 names its cell. A finished notebook is skipped unless its source, its parameters, the ood_utils package or
-the installed versions of the pinned dependencies changed (--list says which), or --force."""
+the installed versions of the pinned dependencies changed (for the summary: also the other notebooks'
+results); --list says which. --force re-runs finished notebooks."""
 
 EXAMPLES = """examples:
   python -m ood_utils.run --list
