@@ -279,9 +279,10 @@ def energy_id_score(logits: np.ndarray) -> np.ndarray:
 
 def set_features(model, cfg, setting, tag: str, progress: bool = False) -> dict:
     """Cached (features, logits, labels) of the ID test set (``"id"``) and of every OOD set (capped at
-    ``ft_eval_max`` images each)."""
+    ``ft_eval_max`` images each; the whole ID test set except in smoke mode)."""
     scfg = for_setting(cfg, setting)
-    out = {"id": features.get_features(model, setting[0], "test", scfg, tag, max_n=None, progress=progress)}
+    id_max = cfg.ft_eval_max if cfg.smoke else None   # smoke mode: a few ID test images are enough
+    out = {"id": features.get_features(model, setting[0], "test", scfg, tag, max_n=id_max, progress=progress)}
     for name in data.ood_sets(setting[0]):
         out[name] = features.get_features(model, name, "test", scfg, tag, max_n=cfg.ft_eval_max, progress=progress)
     return out
@@ -354,7 +355,8 @@ def posthoc_baselines(cfg, setting, n_boot: int = 200, names=tuple(POSTHOC)) -> 
         if name == "odin":
             det = get_detector("odin", std=tuple(data.ID_DATASETS[setting[0]].std)).fit()
             dev = cfg.torch_device
-            scores = {"id": odin_scores(det, base, data.get_dataset(setting[0], "test"), dev)}
+            id_max = cfg.ft_eval_max if cfg.smoke else None
+            scores = {"id": odin_scores(det, base, data.get_dataset(setting[0], "test", max_n=id_max), dev)}
             for ood in groups:
                 ds = data.get_dataset(ood, "test", id_dataset=setting[0], max_n=cfg.ft_eval_max)
                 scores[ood] = odin_scores(det, base, ds, dev)
