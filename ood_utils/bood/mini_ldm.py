@@ -4,9 +4,10 @@ BOOD decodes an outlier feature z_ood into an image x_ood ~ P(x | Z_ood) with St
 CPU there is no SD, so the kit trains one in miniature, shaped like SD:
 
 - an autoencoder squeezes a 28x28 digit into a 32-d latent (SD's VAE squeezes 512x512x3 into 64x64x4);
-- a denoiser learns eps_theta(x_t, t, c) over the standardised latent, conditioned on c = the L2-normalised
+- a denoiser learns v_theta(x_t, t, c) over the standardised latent, conditioned on c = the L2-normalised
   aligned feature of the image (SD is conditioned on the CLIP text states in which BOOD swaps the class
-  token for z_ood); training minimises E || eps - eps_theta(sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t, c) ||^2;
+  token for z_ood); with x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, training minimises
+  E || v - v_theta(x_t, t, c) ||^2 for the velocity v = sqrt(a_t) eps - sqrt(1 - a_t) x_0;
 - sampling runs diffusers' DDIM scheduler for 50 steps from Gaussian noise.
 
 Because the condition is a point of the latent space where the anchors live, an outlier feature that crossed
@@ -107,7 +108,7 @@ class _Block(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """eps_theta(x_t, t, c): an MLP over the latent with a sinusoidal time embedding and a projected condition."""
+    """v_theta(x_t, t, c): an MLP over the latent with a sinusoidal time embedding and a projected condition."""
 
     def __init__(self, latent_dim: int, cond_dim: int, hidden: int = 512, blocks: int = 3, cond_proj: int = 64,
                  time_dim: int = 64):
@@ -115,13 +116,13 @@ class Denoiser(nn.Module):
         self.time_dim = time_dim
         self.time = nn.Sequential(nn.Linear(time_dim, 128), nn.SiLU(), nn.Linear(128, 128))
         self.cond = nn.Sequential(nn.Linear(cond_dim, cond_proj), nn.SiLU(), nn.Linear(cond_proj, cond_proj))
-        self.inp = nn.Linear(latent_dim, hidden)
+        self.inp = nn.Linear(latent_dim + 128 + cond_proj, hidden)   # the embedding enters at the input too
         self.blocks = nn.ModuleList(_Block(hidden, 128 + cond_proj) for _ in range(blocks))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, latent_dim))
 
     def forward(self, x_t, t, cond):
         e = F.silu(torch.cat([self.time(timestep_embedding(t, self.time_dim)), self.cond(cond)], dim=1))
-        h = self.inp(x_t)
+        h = self.inp(torch.cat([x_t, e], dim=1))
         for block in self.blocks:
             h = block(h, e)
         return self.out(h)
@@ -130,7 +131,11 @@ class Denoiser(nn.Module):
 def _schedulers(config: LDMConfig):
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    kw = dict(num_train_timesteps=config.train_timesteps, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    # v-prediction (v = sqrt(a) eps - sqrt(1 - a) x_0): at high noise v is mostly -x_0, which only the condition
+    # can tell, so the denoiser must learn to use it (an eps-predictor ignored it: predicting eps ~ x_t is
+    # already almost exact there) and DDIM's x_0 estimate stays bounded. x_0 is clipped to the latent's range.
+    kw = dict(num_train_timesteps=config.train_timesteps, beta_schedule="squaredcos_cap_v2",
+              prediction_type="v_prediction", clip_sample=True, clip_sample_range=5.0)
     return DDPMScheduler(**kw), DDIMScheduler(**kw)
 
 
@@ -173,8 +178,8 @@ class MiniLDM(nn.Module):
         x = torch.randn(len(cond), self.config.latent_dim, generator=gen).to(device)
         trajectory = [x]
         for t in ddim.timesteps:
-            eps = self.denoiser(x, t.expand(len(x)).to(device), cond)
-            x = ddim.step(eps, t, x).prev_sample
+            v = self.denoiser(x, t.expand(len(x)).to(device), cond)
+            x = ddim.step(v, t, x).prev_sample
             trajectory.append(x)
         images = self.decode_latent(x)
         return (images, torch.stack(trajectory, 1)) if return_trajectory else images
@@ -198,7 +203,7 @@ def _denoiser_loss(model: MiniLDM, x01, cond, gen, ddpm):
     if model.config.cond_noise > 0:
         cond = cond + model.config.cond_noise * torch.randn(cond.shape, generator=gen)
     x_t = ddpm.add_noise(z0, noise, t)
-    return F.mse_loss(model.denoiser(x_t, t, model.condition(cond)), noise)
+    return F.mse_loss(model.denoiser(x_t, t, model.condition(cond)), ddpm.get_velocity(z0, noise, t))
 
 
 def _warmup_cosine(total: int, warmup: int = 50):
@@ -235,7 +240,8 @@ def train_mini_ldm(images01: torch.Tensor, features: torch.Tensor, config: LDMCo
     ddpm, _ = _schedulers(config)
     gen = torch.Generator().manual_seed(seed)
     state = load_training_state(ckpt_path) if ckpt_path is not None else None
-    done = {"ae": 0, "denoiser": 0} if state is None else state["recipe"]["done"]
+    done = {"ae": 0, "denoiser": 0} if state is None else dict(state["recipe"]["done"])
+    resumed_from = None if state is None else dict(done)
     if state is not None:
         model.load_state_dict(state["model"])
         gen.set_state(state["rng"]["gen"])
@@ -265,7 +271,7 @@ def train_mini_ldm(images01: torch.Tensor, features: torch.Tensor, config: LDMCo
             _fit_latent_stats(model, x01)
     model.eval()
     return model, {"history": history, "train_seconds": time.perf_counter() - t0,
-                   "resumed_from": None if state is None else dict(state["recipe"]["done"])}
+                   "resumed_from": resumed_from}
 
 
 def _checkpoint(path, model, opt, sched, phase, done, gen):
