@@ -60,21 +60,23 @@ def update(out: Path, profile: str, manifest: dict, fresh: list, notebooks_dir=N
     return write_index(out, profile, manifest, notebooks_dir)
 
 
-def _figures(profile: str, names: list[str], notebooks_dir) -> tuple[dict[str, list], list[Path]]:
-    """Figure files of this profile per notebook (with what each mirrors), and the files no notebook claims."""
+def _figures(profile: str, notebooks_dir) -> dict[str, list[tuple[Path, str]]]:
+    """This profile's figure files per notebook that declares them, each with what it mirrors; files no
+    notebook declares under ``""``."""
     from .. import figure_index
 
     files = sorted(paths.figures_dir(profile).glob("*.png"))
+    per_notebook: dict[str, list[tuple[Path, str]]] = {}
     claimed: set[Path] = set()
-    per_notebook: dict[str, list] = {}
-    declared = figure_index.figures_by_notebook(figure_index.collect(Path(notebooks_dir) if notebooks_dir else None))
-    for name in names:
-        for fig in declared.get(name, []):
-            for f in files:
-                if fnmatch(f.name, fig.pattern()) and f not in claimed:
-                    per_notebook.setdefault(name, []).append((f, fig.mirrors))
-                    claimed.add(f)
-    return per_notebook, [f for f in files if f not in claimed]
+    for fig in figure_index.collect(Path(notebooks_dir) if notebooks_dir else None):
+        for f in files:
+            if fnmatch(f.name, fig.pattern()) and f not in claimed:
+                per_notebook.setdefault(fig.notebook, []).append((f, f"mirrors: {fig.mirrors}"))
+                claimed.add(f)
+    unclaimed = [(f, "no notebook declares it") for f in files if f not in claimed]
+    if unclaimed:
+        per_notebook[""] = unclaimed
+    return per_notebook
 
 
 def _copy_figure(path: Path, folder: Path) -> Path:
@@ -103,7 +105,7 @@ def write_index(out: Path, profile: str, manifest: dict, notebooks_dir=None) -> 
     """``<out>/html/index.html``: one row per notebook of the manifest, then its figures."""
     folder = out / FOLDER
     entries = dict(sorted(manifest.get("notebooks", {}).items()))
-    per_notebook, unclaimed = _figures(profile, list(entries), notebooks_dir)
+    per_notebook = _figures(profile, notebooks_dir)
     env = manifest.get("environment", {})
     rows, sections = [], []
     for name, entry in entries.items():
@@ -118,12 +120,10 @@ def write_index(out: Path, profile: str, manifest: dict, notebooks_dir=None) -> 
                     f"<td>{'' if seconds is None else f'{seconds:.1f} s'}</td>"
                     f"<td>{html.escape(str(entry.get('finished', '')))}</td><td>{html.escape(detail)}</td>"
                     f"<td>{len(per_notebook.get(name, []))}</td></tr>")
-        if per_notebook.get(name):
-            thumbs = "".join(_thumb(f, folder, f"mirrors: {m}") for f, m in per_notebook[name])
-            sections.append(f"<h3>{html.escape(name)}</h3>{thumbs}")
-    if unclaimed:
-        sections.append("<h3>other figures in this profile's folder</h3>"
-                        + "".join(_thumb(f, folder, "no notebook declares it") for f in unclaimed))
+    for name, found in per_notebook.items():  # in notebook order; undeclared files last
+        heading = (name if name in entries else f"{name} (not run by the runner in this profile)") if name \
+            else "other figures in this profile's folder"
+        sections.append(f"<h3>{html.escape(heading)}</h3>" + "".join(_thumb(f, folder, c) for f, c in found))
     facts = ", ".join(f"{k} {html.escape(str(env.get(k)))}" for k in ("git_sha", "device", "python", "torch")
                       if env.get(k) is not None)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OOD kit · {html.escape(profile)}</title>
