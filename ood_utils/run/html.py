@@ -10,6 +10,7 @@ For workshops: after ``python -m ood_utils.run``, open ``index.html`` (or serve 
 from __future__ import annotations
 
 import html
+import importlib.util
 import os
 import sys
 from fnmatch import fnmatch
@@ -23,11 +24,8 @@ FIGURES = "figures"  # copies of the profile's figures: the html folder stands a
 
 
 def available() -> bool:
-    try:
-        import nbconvert  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether nbconvert is installed (it renders the notebooks)."""
+    return importlib.util.find_spec("nbconvert") is not None
 
 
 def render(executed: Path, target: Path) -> Path:
