@@ -93,7 +93,7 @@ def away_from_centroids(feats, labels, anchors, distance: float, *, ratio=5.0, a
 def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int, exclude_self: bool = False) -> torch.Tensor:
     """Distance of each query to its k-th nearest neighbour in ``bank`` (exact, dense)."""
     d = torch.cdist(queries, bank)
-    k_eff = min(k + int(exclude_self), bank.shape[0])
+    k_eff = max(1, min(k + int(exclude_self), bank.shape[0]))
     return d.topk(k_eff, dim=1, largest=False).values[:, -1]
 
 

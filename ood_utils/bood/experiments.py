@@ -141,9 +141,11 @@ def outlier_features(space: LatentSpace, cfg, method: str = "BOOD", *, seed: int
     """Outlier features of ``method`` from the training features; ``overrides`` replace step_size,
     extra_steps, max_steps, boundary_ratio (the sweeps)."""
     p = {k: overrides.get(k, cfg.values[k]) for k in ("step_size", "extra_steps", "max_steps", "boundary_ratio")}
-    walk = dict(ratio=p["boundary_ratio"], alpha=p["step_size"], max_steps=p["max_steps"],
-                temperature=cfg.temperature)
     z, y, g = space.train.feats, space.train.labels, space.anchors.vectors
+    ratio = p["boundary_ratio"]
+    if cfg.smoke:      # smoke runs see a handful of images per class: keep at least one feature of each
+        ratio = max(ratio, 100.0 / max(1, int(np.bincount(y).min())))
+    walk = dict(ratio=ratio, alpha=p["step_size"], max_steps=p["max_steps"], temperature=cfg.temperature)
     if method == "BOOD":
         return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], **walk)
     if method == "boundary_only":
@@ -157,7 +159,7 @@ def outlier_features(space: LatentSpace, cfg, method: str = "BOOD", *, seed: int
     if method == "dreamood":
         sigma = 0.03 if space.dataset.startswith("imagenet") else 0.07
         k = min(300, max(1, int(np.bincount(y).min()) - 1))
-        return baselines.dreamood(z, y, g, ratio=p["boundary_ratio"], k=k, sigma=sigma, seed=seed)
+        return baselines.dreamood(z, y, g, ratio=ratio, k=k, sigma=sigma, seed=seed)
     raise ValueError(f"unknown outlier method {method!r}; valid: {', '.join(OUTLIER_METHODS)}")
 
 
