@@ -427,3 +427,70 @@ def test_a_benchmark_without_near_ood_sets(bench):
     with pytest.raises(ValueError, match="near- and far-OOD"):
         ma.plot_near_far(nf, ax)
     plt.close(fig)
+
+
+def test_public_code_presets_and_mnist6_resolve():
+    from ood_utils.profiles import ConfigError
+
+    for preset in ("reference_imagenet", "openood", "imagenet"):
+        cfg = ma.resolve_config("mini", seed_now=False, preset=preset)
+        assert cfg.preset == preset and ma.default_preset(cfg) == preset
+    with pytest.raises(ConfigError, match="reference_imagenet") as err:
+        ma.resolve_config("mini", seed_now=False, preset="imagenett")
+    assert "cifar" in str(err.value) and "openood" in str(err.value)
+    cfg = ma.resolve_config("mini", seed_now=False, id_dataset="mnist6")
+    assert cfg.id_dataset == "mnist6" and cfg.arch == "mnist_cnn" and ma.default_preset(cfg) == "cifar"
+    from ood_utils import features
+    assert "unseen_digits" in features.benchmark_sets(cfg)
+    with pytest.raises(ValueError, match="valid"):
+        features.benchmark_sets(cfg, ["nope"])
+
+
+def test_neighbour_detectors_shrink_k_on_a_tiny_training_set(bench):
+    tiny = ma.Benchmark(train=Features(bench.train.feats[:40], bench.train.logits[:40],
+                                       bench.train.labels[:40]),
+                        test=bench.test, ood=bench.ood, groups=bench.groups, W=bench.W, b=bench.b)
+    with pytest.warns(RuntimeWarning, match="k=10 exceeds the bank of 1"):
+        scores = ma.detector_scores(tiny, "nnguide")
+    assert np.isfinite(scores["near_set"]).all()
+    assert ma.small_data_hparams("nnguide", "cifar", 4000, {}) == {}  # a real size: nothing changes
+    assert ma.small_data_hparams("knn", "imagenet", 300, {}) == {"k": 300}
+
+
+@pytest.mark.parametrize("rounded", [False, True])
+def test_bootstrap_bounds_equal_the_metrics_bootstrap(rounded):
+    from ood_utils import metrics
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=120) + 0.7, rng.normal(size=90)
+    if rounded:  # ties inside and across the two sets
+        a, b = np.round(a, 1), np.round(b, 1)
+    fast = ma.bootstrap_bounds(a, b, n_boot=60, seed=5)
+    for metric in ("auroc", "fpr95"):
+        assert np.allclose(fast[metric], metrics.bootstrap_ci(a, b, metric, n_boot=60, seed=5), atol=1e-12)
+
+
+def test_evaluate_bounds_equal_evaluate_sets(bench):
+    from ood_utils import metrics
+
+    scores = ma.detector_scores(bench, "energy")
+    ours = pd.DataFrame(bench.evaluate("energy", scores, n_boot=30, summaries=("average", "near", "far")))
+    ref = pd.DataFrame(metrics.evaluate_sets("energy", scores, bench.groups, average_over=bench.average_sets(),
+                                             n_boot=30))
+    cols = ["auroc", "fpr95", "auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi"]
+    assert list(ours["dataset"]) == list(ref["dataset"])
+    assert np.allclose(ours[cols].to_numpy(float), ref[cols].to_numpy(float), atol=1e-12)
+
+
+def test_paired_bounds_equal_the_metrics_paired_bootstrap():
+    from ood_utils import metrics
+
+    rng = np.random.default_rng(4)
+    a_in, a_out = np.round(rng.normal(size=80) + 1, 1), np.round(rng.normal(size=70), 1)
+    b_in, b_out = a_in + rng.normal(size=80), a_out + rng.normal(size=70)
+    for metric in ("auroc", "fpr95"):
+        ours = ma.paired_bounds(a_in, a_out, b_in, b_out, metric, n_boot=40, seed=2)
+        assert np.allclose(ours, metrics.paired_bootstrap_ci(a_in, a_out, b_in, b_out, metric, n_boot=40, seed=2),
+                           atol=1e-12)
+    with pytest.raises(ValueError, match="same images"):
+        ma.paired_bounds(a_in, a_out, b_in[:5], b_out)

@@ -3,6 +3,7 @@ use it: ``from ood_utils import mme``, then ``mme.<name>``.
 
 | module | what |
 |---|---|
+| ``bootstrap`` | 95% intervals of AUROC / FPR95: ``metrics``' bootstrap, every resample evaluated at once |
 | ``benchmark`` | the paper's names and settings, :func:`resolve_config`, :func:`load_benchmark` (cached features), scoring any detector on every set, :func:`evaluate_detectors` (Tables 1-2) |
 | ``factors`` | eq. (7) rebuilt from its five detectors (:class:`MMEParts`), computed as a sum of logs |
 | ``assumptions`` | Assumption 1 (covariances, CO ratio), Hypothesis 1 (truncation grid, Fig. 3), Proposition 1 |
@@ -20,7 +21,9 @@ from .benchmark import (DATASET_NAMES, FAMILIES, FIG1_GROUPS, FIG3_SCORES, FIG3_
                         PAPER, PAPER_ARCHS, PAPER_NAMES, TABLE1_METHODS, TABLE2_METHODS, TABLE4_SCORES,
                         TABLE6_EXTRAS, TABLE_SETS, TEMPERATURES, Benchmark, average_table, check_data, check_preset,
                         default_preset, detector_scores, evaluate_detectors, fit_detector, fitted_truncation,
-                        load_benchmark, n_boot_for, per_set, resolve_config, score_sets, wide_table)
+                        load_benchmark, n_boot_for, per_set, resolve_config, score_sets, small_data_hparams,
+                        wide_table)
+from .bootstrap import bootstrap_bounds, paired_bounds, with_bounds
 from .ensemble import (COMPONENT_TITLES, TABLE5_VARIANTS, TRUNCATION_TITLES, extra_scores, mme_ablation, mme_vs_best,
                        near_far_summary, per_set_ranks, rank, sensitivity, truncation_variants)
 from .factors import (FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, factor_table,
@@ -32,6 +35,6 @@ from .records import (ARCH_NAMES, ID_NAMES, MINI_ANALOGUES, TABLE_IDS, analogue_
                       compare_main, ensemble_records,
                       grid_method_name, main_table, paper_pivot, paper_values, reference_settings, setting_name,
                       to_records)
-from .report import (VERDICT_ORDER, all_verdict, binomial_noise, claim_sets, claims_table, consistency_claims,
+from .report import (VERDICT_ORDER, all_verdict, binomial_noise, claim_sets, claims_table, claims_view, consistency_claims,
                      covariance_claims, ensemble_claims, hypothesis1_claims, paired_effect, proposition1_claims,
                      sensitivity_claim, verdict_counts)

@@ -19,7 +19,7 @@ from ..detectors import DETECTORS
 from ..detectors._numerics import signed_log1p_from_log
 from .benchmark import (FIG3_SCORES, FIG3_TRUNCATIONS, PAPER_NAMES, TABLE4_SCORES, Benchmark, _progress,
                         detector_scores, fit_detector, fitted_truncation)
-from .factors import _log_abs
+from .factors import MMEParts, _log_abs
 
 
 # --------------------------------------------------------------------------------------- Assumption 1

@@ -9,6 +9,7 @@ features, Hypothesis 1) on every set; :meth:`Benchmark.evaluate` turns scores in
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -16,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .. import features, metrics
-from ..detectors import PAPER_PRESETS, PRESETS, get_detector, get_truncation
+from ..detectors import DETECTORS, PAPER_PRESETS, PRESETS, get_detector, get_truncation
+from .bootstrap import with_bounds
 
 PAPER = "MME"
 
@@ -96,8 +98,9 @@ class Benchmark(features.Benchmark):
         """``metrics.evaluate_sets`` on every OOD set, "average" over :meth:`average_sets` (with
         ``summaries`` also "near" / "far"); ``n_boot`` > 0 adds 95% bootstrap bounds."""
         self.scores[_score_key(method, extra)] = scores
-        return metrics.evaluate_sets(method, scores, self.groups, average_over=self.average_sets(),
-                                     summaries=summaries, n_boot=n_boot, **extra)
+        rows = metrics.evaluate_sets(method, scores, self.groups, average_over=self.average_sets(),
+                                     summaries=summaries, **extra)
+        return with_bounds(rows, scores, self.average_sets(), n_boot) if n_boot else rows
 
     def scores_of(self, method: str, **extra) -> dict[str, np.ndarray]:
         """The scores ``evaluate(method, ..., **extra)`` was given (``{"id": ..., set: ...}``)."""
@@ -187,8 +190,25 @@ def _progress(items, desc: str, enabled: bool = True):
 
 def fit_detector(bench: Benchmark, name: str, preset: str | None = None, truncation=None, **hparams):
     """``get_detector(name, preset, truncation, **hparams)`` fitted on the benchmark's ID training features."""
-    det = get_detector(name, preset=preset or bench.preset, truncation=truncation, **hparams)
+    preset = preset or bench.preset
+    hparams = small_data_hparams(name, preset, len(bench.train), hparams)
+    det = get_detector(name, preset=preset, truncation=truncation, **hparams)
     return det.fit(bench.train.feats, bench.train.logits, bench.train.labels, bench.W, bench.b)
+
+
+def small_data_hparams(name: str, preset: str, n_train: int, hparams: dict) -> dict:
+    """Neighbour detectors (NNGuide, KNN) need k <= their bank of training features. On a training set too
+    small for that (smoke tests on stand-in data: a hundred images) k shrinks to the bank, with a warning,
+    rather than the run failing; at any real size nothing changes."""
+    h = {**DETECTORS[name].defaults, **PRESETS.get(preset, {}).get(name, {}), **hparams}
+    if not (isinstance(h.get("k"), int) and "bank_fraction" in h):
+        return hparams
+    bank = n_train if h["bank_fraction"] >= 1 else max(1, int(round(n_train * h["bank_fraction"])))
+    if h["k"] <= bank:
+        return hparams
+    warnings.warn(f"{name}: k={h['k']} exceeds the bank of {bank} training features ({n_train} x "
+                  f"bank_fraction {h['bank_fraction']}); using k={bank} on this small training set", RuntimeWarning)
+    return {**hparams, "k": bank}
 
 
 def score_sets(bench: Benchmark, score_fn) -> dict[str, np.ndarray]:
@@ -225,7 +245,7 @@ def detector_scores(bench: Benchmark, name: str, truncation: str | None = None, 
     else:
         g_train = trunc.transform(bench.train.feats)
         W, b = trunc.head()
-        det = get_detector(name, preset=preset, **hparams).fit(
+        det = get_detector(name, preset=preset, **small_data_hparams(name, preset, len(bench.train), hparams)).fit(
             g_train, trunc.logits(bench.train.feats, g_train), bench.train.labels, W, b)
 
     def score(feats, logits):

@@ -11,7 +11,7 @@ import pandas as pd
 from ..detectors import DETECTORS
 from .benchmark import (FAMILIES, LAMBDAS, PAPER_NAMES, TABLE6_EXTRAS, TEMPERATURES, Benchmark, _progress,
                         average_table, detector_scores, fit_detector, per_set, wide_table)
-from .factors import MMEParts, positive_factor
+from .factors import MMEParts, factor_table, positive_factor, recombine
 
 
 def rank(values: pd.Series, method: str, higher_better: bool = True) -> int:
@@ -88,15 +88,18 @@ def extra_scores(bench: Benchmark, preset: str | None = None, parts: MMEParts | 
 
 
 def sensitivity(bench: Benchmark, preset: str | None = None, parts: MMEParts | None = None,
-                lambdas=LAMBDAS, temperatures=TEMPERATURES, progress: bool = True) -> pd.DataFrame:
+                lambdas=LAMBDAS, temperatures=TEMPERATURES, table: dict | None = None,
+                progress: bool = True) -> pd.DataFrame:
     """Fig. 5: MME's AUROC / FPR95 as lambda (CO+ weight) or T (NME+ temperature) varies, the other fixed at
-    the preset's value. Columns ``param`` ("lambda" or "T") and ``value``."""
+    the preset's value. Columns ``param`` ("lambda" or "T") and ``value``. Each setting recombines the cached
+    factors (``table``: :func:`factor_table` with these temperatures; built when not given)."""
     parts = parts or MMEParts(bench, preset)
+    table = table if table is not None else factor_table(parts, temperatures)
     rows = []
-    grid = [("lambda", "co_weight", v) for v in lambdas] + [("T", "temperature", v) for v in temperatures]
-    for param, key, v in _progress(grid, "settings", progress):
-        tuned = parts.retuned(**{key: float(v)})
-        rows += bench.evaluate("MME", tuned.scores(), param=param, value=float(v))
+    grid = [("lambda", v) for v in lambdas] + [("T", v) for v in temperatures]
+    for param, v in _progress(grid, "settings", progress):
+        scores = recombine(table, temperature=v if param == "T" else None, co_weight=v if param == "lambda" else None)
+        rows += bench.evaluate("MME", scores, param=param, value=float(v))
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import results
-from .benchmark import DATASET_NAMES, PAPER, PAPER_NAMES, average_table, per_set
+from .benchmark import DATASET_NAMES, PAPER, PAPER_NAMES, average_table
 from .ensemble import TRUNCATION_TITLES
 from .factors import factor_label
 

@@ -20,6 +20,7 @@ import pandas as pd
 from .. import metrics, results
 from .assumptions import _ranked, broken_premise_share, grid_scores, hypothesis1_summary, proposition1_counterexamples
 from .benchmark import PAPER_NAMES, average_table
+from .bootstrap import paired_bounds
 from .factors import factor_label
 from .records import main_table, paper_values, reference_settings
 
@@ -61,14 +62,14 @@ def paired_effect(better: dict, worse: dict, sets, metric: str = "auroc", n_boot
                   seed: int = 0) -> dict:
     """How much ``better`` beats ``worse`` (score dicts ``{"id": ..., set: ...}`` on the same images), in
     the claimed direction (AUROC: better - worse; FPR95: worse - better), averaged over ``sets`` with a
-    95% interval averaged from each set's paired bootstrap interval (cautious: wider than the mean's own)."""
+    95% interval averaged from each set's paired bootstrap interval (``metrics.paired_bootstrap_ci``'s,
+    computed by ``paired_bounds``; cautious: wider than the mean's own)."""
     sign = 1.0 if metric == "auroc" else -1.0
     fn = metrics.auroc if metric == "auroc" else metrics.fpr_at_tpr
     deltas, los, his = [], [], []
     for name in sets:
         deltas.append(sign * (fn(better["id"], better[name]) - fn(worse["id"], worse[name])))
-        lo, hi = metrics.paired_bootstrap_ci(better["id"], better[name], worse["id"], worse[name], metric,
-                                             n_boot=n_boot, seed=seed)
+        lo, hi = paired_bounds(better["id"], better[name], worse["id"], worse[name], metric, n_boot, seed)
         los.append(lo if sign > 0 else -hi)
         his.append(hi if sign > 0 else -lo)
     lo, hi = float(np.mean(los)), float(np.mean(his))
@@ -83,12 +84,23 @@ def _claim(claim: str, effect: dict, cfg, paper_value=None, unit="AUROC", note="
 def claims_table(rows) -> pd.DataFrame:
     """Claim rows for display: the claim, ours with its interval, the paper's value, the verdict."""
     out = []
-    for r in rows:
-        ours = f"{r['ours']:+.3f}" if r["ours_lo"] is None else \
+    for r in rows:  # counts and shares have no interval and no sign
+        ours = f"{r['ours']:.3g}" if r["ours_lo"] is None else \
             f"{r['ours']:+.3f} [{r['ours_lo']:+.3f}, {r['ours_hi']:+.3f}]"
         out.append({"claim": r["claim"], "ours (95% interval)": ours, "unit": r["unit"],
                     "paper": r["paper_value"], "verdict": r["verdict"], "note": r["note"]})
     return pd.DataFrame(out)
+
+
+#: verdict -> background of its cell in :func:`claims_view` (light Okabe-Ito tints)
+VERDICT_COLORS = {"agrees": "#cdeee3", "tie within noise": "#eeeeee", "disagrees": "#f7d9c4", "undetermined": "#ffffff"}
+
+
+def claims_view(rows):
+    """:func:`claims_table` styled for a notebook: full text, left-aligned, no index, verdicts tinted."""
+    table = claims_table(rows)
+    return (table.style.hide(axis="index").set_properties(**{"text-align": "left"})
+            .map(lambda v: f"background-color: {VERDICT_COLORS[v]}", subset=["verdict"]))
 
 
 def verdict_counts(rows) -> str:
