@@ -38,7 +38,8 @@ from .registry import REGISTRY
 
 STAMP = "STANDINS.json"
 SD_FOLDER = ("models", "stable-diffusion-v1-4")
-CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 8, 32        # 5 batches -> 40 training images: seconds for a DenseNet on a CPU
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 10, 30       # 5 batches -> 50 training images: seconds for a DenseNet on a CPU
+CIFAR100_TRAIN = 100                              # one image per class: class-mean detectors need every class
 PER_SET = 16                                      # images per OOD test set
 TINY_IMAGES = 64                                  # the auxiliary pool
 
@@ -96,8 +97,9 @@ def write_cifar10(folder: Path) -> None:
     base = folder / "cifar-10-batches-py"
     for i in range(1, 6):
         x = rgb_images("mnist5k", CIFAR_TRAIN_PER_BATCH, (32, 32), seed=i)
+        first = (i - 1) * CIFAR_TRAIN_PER_BATCH               # labels cycle over all classes across the batches
         _pickle(base / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "data": _cifar_rows(x),
-                                           "labels": [j % 10 for j in range(len(x))],
+                                           "labels": [(first + j) % 10 for j in range(len(x))],
                                            "filenames": [f"standin_{i}_{j}.png" for j in range(len(x))]})
     x = rgb_images("mnist5k", CIFAR_TEST, (32, 32), seed=6)
     _pickle(base / "test_batch", {"batch_label": "testing batch 1 of 1", "data": _cifar_rows(x),
@@ -109,7 +111,7 @@ def write_cifar10(folder: Path) -> None:
 
 def write_cifar100(folder: Path) -> None:
     base = folder / "cifar-100-python"
-    for split, n, seed in (("train", 5 * CIFAR_TRAIN_PER_BATCH, 7), ("test", CIFAR_TEST, 8)):
+    for split, n, seed in (("train", CIFAR100_TRAIN, 7), ("test", CIFAR_TEST, 8)):
         x = rgb_images("mnist5k", n, (32, 32), seed=seed)
         fine = [j % 100 for j in range(n)]
         _pickle(base / split, {"data": _cifar_rows(x), "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],

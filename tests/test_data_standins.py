@@ -94,3 +94,11 @@ def test_random_checkpoint_loads_into_its_architecture(tmp_path):
     path = standins.random_checkpoint(tmp_path, "resnet18", 10)
     assert path.exists() and standins.random_checkpoint(tmp_path, "resnet18", 10) == path
     models.load_checkpoint(models.build_model("resnet18", 10), path)
+
+
+@pytest.mark.parametrize("id_dataset", ["cifar10", "cifar100", "imagenet10", "imagenet100"])
+def test_every_class_has_a_training_image(on_standins, id_dataset):
+    """Class-mean detectors (NME, Mahalanobis) and per-class anchors need every ID class in training."""
+    ds = data.get_dataset(id_dataset, "train")
+    labels = {int(ds[i][1]) for i in range(len(ds))} if id_dataset.startswith("cifar") else set(ds.targets)
+    assert labels == set(range(data.ID_DATASETS[id_dataset].num_classes))
