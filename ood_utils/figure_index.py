@@ -8,7 +8,9 @@ What a figure mirrors comes from, first match wins:
 1. a comment on the ``savefig`` line or the line above it: ``# mirrors: GReg Fig. 1a (energy surface)``;
 2. the name: ``<paper>_fig<N>``, ``_table<N>``, ``_eq<N>``, ``_alg<N>``, ``_prop<N>`` (``mme_fig5_sensitivity``
    -> MME Fig. 5);
-3. otherwise it is the kit's own figure (with the paper's name when the name starts with it).
+3. the notebook's section the call sits in, when its heading names the paper's element in parentheses
+   (``## 4. Walking across the boundary (Fig. 2)`` in ``31_bood_...`` -> BOOD Fig. 2);
+4. otherwise it is the kit's own figure (with the paper's name when the name or notebook names it).
 
     python -m ood_utils.figure_index                              # the table on stdout
     python -m ood_utils.figure_index --write figures/README.md    # regenerate the file
@@ -51,14 +53,33 @@ class Figure:
 
 # --------------------------------------------------------------------------------------------- parsing
 
+def _cells(notebook: Path) -> Iterator[tuple[int, str, str]]:
+    """(index among all cells, heading of the section it is in, source) of the code cells, IPython magics and
+    shell lines blanked (so ``ast`` can read them)."""
+    heading = ""
+    for index, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        if cell.get("cell_type") == "markdown":
+            heading = next((line for line in reversed(source.splitlines()) if line.startswith("#")), heading)
+        elif cell.get("cell_type") == "code":
+            yield index, heading, "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                                            for line in source.splitlines())
+
+
 def _code_cells(notebook: Path) -> Iterator[tuple[int, str]]:
-    """(index among all cells, source) of the code cells, IPython magics and shell lines blanked (so ``ast``
-    can read them)."""
-    cells = json.loads(notebook.read_text())["cells"]
-    for index, cell in enumerate(cells):
-        if cell.get("cell_type") == "code":
-            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-            yield index, "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    for index, _, source in _cells(notebook):
+        yield index, source
+
+
+#: a paper element named in parentheses in a heading: "(Fig. 2)", "(Tables 3 and 6)", "(eq. (6), Figs. 1 and 7)"
+_HEADING_REF = re.compile(r"\(((?:eqs?\.|Eqs?\.|Figs?\.|Tables?|Alg\.|Algorithm|Prop)[^()]*(?:\([^()]*\)[^()]*)*)\)")
+
+
+def heading_reference(heading: str, notebook: str) -> str | None:
+    """"BOOD Fig. 2" from the heading "## 4. Walking across the boundary (Fig. 2)" of a ``3x_bood_`` notebook."""
+    paper = notebook.split("_")[1] if notebook.count("_") >= 1 else ""
+    found = _HEADING_REF.search(heading)
+    return f"{PAPER_NAMES[paper]} {found.group(1)}" if found and paper in PAPER_NAMES else None
 
 
 def _name_of(node: ast.expr) -> str | None:
@@ -96,15 +117,17 @@ def _condition(node: ast.AST, parents: dict) -> str:
     return " and ".join(reversed(tests))
 
 
-def mirrors_of(name: str, lines: list[str], lineno: int) -> str:
-    """What a figure mirrors: its ``# mirrors:`` comment, else what its name says, else the kit's own."""
+def mirrors_of(name: str, lines: list[str], lineno: int, section: str | None = None, notebook: str = "") -> str:
+    """What a figure mirrors: its ``# mirrors:`` comment, else what its name says, else what the heading of
+    its ``section`` names (see :func:`heading_reference`), else the kit's own."""
     for line in (lines[lineno - 1] if lineno - 1 < len(lines) else "", lines[lineno - 2] if lineno >= 2 else ""):
         found = _MIRRORS_COMMENT.search(line)
         if found:
             return found.group(1)
     paper, _, rest = name.partition("_")
     if paper not in PAPER_NAMES:
-        return KIT_OWN
+        owner = notebook.split("_")[1] if notebook.count("_") >= 1 else ""
+        return section or (f"{KIT_OWN} ({PAPER_NAMES[owner]})" if owner in PAPER_NAMES else KIT_OWN)
     parts, last = [], None
     for token in rest.split("_"):
         found = next(((fmt, m) for pattern, fmt in _PARTS if (m := pattern.match(token))), None)
@@ -115,7 +138,7 @@ def mirrors_of(name: str, lines: list[str], lineno: int) -> str:
             parts.append(last.format(token))
         else:
             last = None
-    return f"{PAPER_NAMES[paper]} {', '.join(parts)}" if parts else f"{KIT_OWN} ({PAPER_NAMES[paper]})"
+    return f"{PAPER_NAMES[paper]} {', '.join(parts)}" if parts else section or f"{KIT_OWN} ({PAPER_NAMES[paper]})"
 
 
 def _calls(source: str) -> Iterator[tuple[ast.Call, dict, str | None, ast.expr]]:
@@ -140,12 +163,13 @@ def _calls(source: str) -> Iterator[tuple[ast.Call, dict, str | None, ast.expr]]
 def scan_notebook(notebook: Path) -> list[Figure]:
     """The figures one notebook saves itself (calls in its cells)."""
     found = []
-    for index, source in _code_cells(notebook):
+    for index, heading, source in _cells(notebook):
         lines = source.splitlines()
+        section = heading_reference(heading, notebook.stem)
         for call, parents, _, name_arg in _calls(source):
             name = _name_of(name_arg)
             if name is not None:
-                found.append(Figure(name, notebook.stem, mirrors_of(name, lines, call.lineno),
+                found.append(Figure(name, notebook.stem, mirrors_of(name, lines, call.lineno, section, notebook.stem),
                                     _condition(call, parents), f"cell {index}"))
     return found
 

@@ -55,7 +55,7 @@ def test_call_sites_names_conditions_and_mirrors(tmp_path):
     assert curves.mirrors == "GReg Fig. 3 (loss curves)"  # the comment wins over the name
     assert curves.condition == "not (cfg.profile != 'mini')"
     assert rows[("bood_eq6_alg1_walk", "10_greg_toy")].mirrors == "BOOD eq. (6), Alg. 1"
-    assert rows[("toy_overview", "10_greg_toy")].mirrors == fi.KIT_OWN
+    assert rows[("toy_overview", "10_greg_toy")].mirrors == f"{fi.KIT_OWN} (GReg)"  # the notebook's paper
     assert rows[("mme_score_view", "10_greg_toy")].mirrors == f"{fi.KIT_OWN} (MME)"
     assert rows[("greg_eq4_radius", "11_greg_finetune")].site == "pkg/greg/figures.py:6"
     assert rows[("greg_orphan", "ood_utils")].mirrors == fi.KIT_OWN + " (GReg)"
@@ -83,3 +83,27 @@ def test_check_flags_a_stale_file(tmp_path, capsys, monkeypatch):
                                            ("mme_prop1_check", "MME Proposition 1"), ("00_metrics", fi.KIT_OWN)])
 def test_mirrors_from_the_name(name, mirrors):
     assert fi.mirrors_of(name, [""], 1) == mirrors
+
+
+def test_section_headings_name_what_a_figure_mirrors(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("## 4. Walking across the boundary (Fig. 2)\nframes"),
+                nbformat.v4.new_code_cell('plots.savefig(fig, "bood_31_walks", cfg.profile)'),
+                nbformat.v4.new_code_cell('plots.savefig(fig, "bood_fig4_pca", cfg.profile)'),  # the name wins
+                nbformat.v4.new_markdown_cell("## 5. Decoding (eq. (6), Figs. 1 and 7)"),
+                nbformat.v4.new_code_cell('plots.savefig(fig, "decoded", cfg.profile)  # mirrors: BOOD Fig. 7'),
+                nbformat.v4.new_code_cell('plots.savefig(fig, "decoded_too", cfg.profile)'),
+                nbformat.v4.new_markdown_cell("## 6. Our own view (a histogram)"),
+                nbformat.v4.new_code_cell('plots.savefig(fig, "own_view", cfg.profile)')]
+    nbformat.write(nb, str(folder / "31_bood_walks.ipynb"))
+    nb.cells = nb.cells[:2]
+    nbformat.write(nb, str(folder / "00_start.ipynb"))  # not a paper's notebook: headings name no paper
+    rows = {(f.name, f.notebook): f.mirrors for f in fi.collect(folder, tmp_path / "no_package")}
+    assert rows[("bood_31_walks", "31_bood_walks")] == "BOOD Fig. 2"
+    assert rows[("bood_fig4_pca", "31_bood_walks")] == "BOOD Fig. 4"
+    assert rows[("decoded", "31_bood_walks")] == "BOOD Fig. 7"
+    assert rows[("decoded_too", "31_bood_walks")] == "BOOD eq. (6), Figs. 1 and 7"
+    assert rows[("own_view", "31_bood_walks")] == f"{fi.KIT_OWN} (BOOD)"
+    assert rows[("bood_31_walks", "00_start")] == f"{fi.KIT_OWN} (BOOD)"  # from the name's paper prefix
