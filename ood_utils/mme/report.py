@@ -252,7 +252,8 @@ def ensemble_claims(bench, main: pd.DataFrame, ablation, variants, extras, sens,
             col = average_table(main, scope=scope)[metric].drop("mme")
             best = col.idxmax() if metric == "auroc" else col.idxmin()
             e = paired_effect(mme, bench.scores_of(best), sets, metric, n_boot, seed)
-            rows.append(_claim(f"{main_table(cfg)} / Fig. 1: MME beats every other detector ({scope}-OOD "
+            where = "averaged over the OOD sets" if scope == "average" else f"{scope}-OOD"
+            rows.append(_claim(f"{main_table(cfg)} / Fig. 1: MME beats every other detector ({where} "
                                f"{metric.upper()})", e, cfg, _paper_rank(cfg, metric), metric.upper(),
                                f"best other: {PAPER_NAMES.get(best, best)}"))
     scope, sets = claim_sets(bench)
@@ -263,14 +264,28 @@ def ensemble_claims(bench, main: pd.DataFrame, ablation, variants, extras, sens,
     added = average_table(extras, scope=scope)["auroc"].drop("MME")
     pairs.append(("Table 6: multiplying MME by another score brings no gain", extras, "MME", added.idxmax()))
     for claim, frame, better, worse in pairs:
+        table = claim.split(":")[0]
         extra = {c: frame.loc[frame["method"] == better, c].iloc[0] for c in ("component", "truncation", "added")
                  if c in frame}
         extra_w = {c: frame.loc[frame["method"] == worse, c].iloc[0] for c in extra}
         e = paired_effect(bench.scores_of(better, **extra), bench.scores_of(worse, **extra_w), sets, "auroc",
                           n_boot, seed)
-        rows.append(_claim(claim, e, cfg, None, f"AUROC, {scope}-OOD", f"{better} vs {worse}"))
+        rows.append(_claim(claim, e, cfg, _paper_gap(table, better, None if table == "Table 3" else worse),
+                           f"AUROC, {scope}-OOD", f"{better} vs {worse}"))
     rows.append(sensitivity_claim(bench, sens, sets, scope, cfg, n_boot, seed))
     return rows
+
+
+def _paper_gap(table: str, better: str, worse: str | None) -> str | None:
+    """The paper's average AUROC of ``better`` minus ``worse`` (``None``: its best other row) in one of its
+    transcribed tables, as text with the setting; None when not transcribed."""
+    p = paper_values(table)
+    p = p[(p["dataset"] == "average") & (p["metric"] == "auroc")]
+    if p.empty or better not in set(p["method"]):
+        return None
+    col = p.set_index("method")["value"]
+    worse = worse if worse in col.index else col.drop(better).idxmax()
+    return f"{col[better] - col[worse]:+.3f} vs {worse} ({p['setting'].iloc[0]}, average)"
 
 
 def sensitivity_claim(bench, sens: pd.DataFrame, sets, scope: str, cfg, n_boot: int = 200, seed: int = 0) -> dict:
