@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +30,7 @@ from .certify import certified_radius, steepest_flip
 from .energy import energy_loss, energy_score
 from .objectives import Objective
 from .regularizer import scores_and_gradient_norms
+from .sampling import one_thread
 
 #: the toy's training recipe; margins sit inside the toy's energy range, m_in < m_aux as eq. (1) needs
 TOY_DEFAULTS = {"hidden": 64, "lr": 0.05, "lambda_s": 0.1, "lambda_grad": 1.0, "m_in": -8.0, "m_aux": -3.0,
@@ -86,17 +86,6 @@ class ToyMLP(Classifier):
 
     def features(self, x):
         return self.body(x)
-
-
-@contextmanager
-def one_thread():
-    """Tiny networks run fastest on one thread (and leave the other cores to the rest of the machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_toy(data: ToyData, *, lambda_grad: float, m_in: float, m_aux: float, steps: int, seed: int = 0,
