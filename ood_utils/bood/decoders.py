@@ -48,7 +48,7 @@ def encode(encoder, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor
 
 
 def _ldm_path(cfg, space, config: mini_ldm.LDMConfig, n_train: int) -> Path:
-    key = json.dumps({"config": config.__dict__, "encoder": features.model_fingerprint(space.encoder),
+    key = json.dumps({"config": config.__dict__, "version": mini_ldm.VERSION, "encoder": features.model_fingerprint(space.encoder),
                       "n": n_train, "seed": cfg.seed, "smoke": cfg.smoke}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return paths.cache_dir("bood", cfg.profile, "decoders") / f"mini_ldm_{space.dataset}_{digest}.safetensors"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -28,6 +29,9 @@ from tqdm.auto import tqdm
 
 from .. import paths
 from ..train import load_training_state, save_training_state, sha256_file
+
+
+VERSION = 2      # of the networks and the objective: part of the cache key
 
 
 @dataclass(frozen=True)
@@ -241,10 +245,16 @@ def train_mini_ldm(images01: torch.Tensor, features: torch.Tensor, config: LDMCo
     gen = torch.Generator().manual_seed(seed)
     state = load_training_state(ckpt_path) if ckpt_path is not None else None
     done = {"ae": 0, "denoiser": 0} if state is None else dict(state["recipe"]["done"])
-    resumed_from = None if state is None else dict(done)
     if state is not None:
-        model.load_state_dict(state["model"])
-        gen.set_state(state["rng"]["gen"])
+        try:
+            model.load_state_dict(state["model"])
+            gen.set_state(state["rng"]["gen"])
+        except (RuntimeError, KeyError) as err:      # written by another version of the networks
+            warnings.warn(f"ignoring incompatible mini LDM checkpoint {ckpt_path} ({err}); training from scratch",
+                          RuntimeWarning, stacklevel=2)
+            model, state = MiniLDM(cond.shape[1], config), None
+            done = {"ae": 0, "denoiser": 0}
+    resumed_from = None if state is None else dict(done)
     history, t0 = [], time.perf_counter()
     for phase, loss_fn in _PHASES:
         total = config.ae_steps if phase == "ae" else config.denoiser_steps
@@ -296,7 +306,6 @@ def save_model(model: MiniLDM, weights, meta: dict) -> dict:
 def load_model(weights, config: LDMConfig) -> tuple[MiniLDM, dict] | None:
     """The cached model if its sidecar vouches for it (hash, config); ``None`` when absent or corrupt."""
     import json
-    import warnings
 
     from safetensors.torch import load_file
 
