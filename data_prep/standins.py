@@ -95,13 +95,15 @@ def _cifar_rows(images: np.ndarray) -> np.ndarray:
 
 def write_cifar10(folder: Path) -> None:
     base = folder / "cifar-10-batches-py"
+    n = CIFAR_TRAIN_PER_BATCH
+    images = rgb_images("mnist5k", 5 * n + CIFAR_TEST, (32, 32), seed=1)   # one draw: train and test disjoint
     for i in range(1, 6):
-        x = rgb_images("mnist5k", CIFAR_TRAIN_PER_BATCH, (32, 32), seed=i)
-        first = (i - 1) * CIFAR_TRAIN_PER_BATCH               # labels cycle over all classes across the batches
+        first = (i - 1) * n                                    # labels cycle over all classes across the batches
+        x = images[first:first + n]
         _pickle(base / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "data": _cifar_rows(x),
                                            "labels": [(first + j) % 10 for j in range(len(x))],
                                            "filenames": [f"standin_{i}_{j}.png" for j in range(len(x))]})
-    x = rgb_images("mnist5k", CIFAR_TEST, (32, 32), seed=6)
+    x = images[5 * n:]
     _pickle(base / "test_batch", {"batch_label": "testing batch 1 of 1", "data": _cifar_rows(x),
                                   "labels": [j % 10 for j in range(len(x))],
                                   "filenames": [f"standin_test_{j}.png" for j in range(len(x))]})
@@ -111,8 +113,9 @@ def write_cifar10(folder: Path) -> None:
 
 def write_cifar100(folder: Path) -> None:
     base = folder / "cifar-100-python"
-    for split, n, seed in (("train", CIFAR100_TRAIN, 7), ("test", CIFAR_TEST, 8)):
-        x = rgb_images("mnist5k", n, (32, 32), seed=seed)
+    images = rgb_images("mnist5k", CIFAR100_TRAIN + CIFAR_TEST, (32, 32), seed=7)
+    for split, x in (("train", images[:CIFAR100_TRAIN]), ("test", images[CIFAR100_TRAIN:])):
+        n = len(x)
         fine = [j % 100 for j in range(n)]
         _pickle(base / split, {"data": _cifar_rows(x), "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
                                "filenames": [f"standin_{split}_{j}.png" for j in range(n)]})

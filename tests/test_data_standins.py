@@ -102,3 +102,23 @@ def test_every_class_has_a_training_image(on_standins, id_dataset):
     ds = data.get_dataset(id_dataset, "train")
     labels = {int(ds[i][1]) for i in range(len(ds))} if id_dataset.startswith("cifar") else set(ds.targets)
     assert labels == set(range(data.ID_DATASETS[id_dataset].num_classes))
+
+
+def test_check_disjoint_on_a_real_benchmark_reads_every_image_and_finds_a_planted_copy(tmp_path, monkeypatch):
+    """The real-data branch of check_disjoint: images compared after the ID dataset's evaluation transform."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("OOD_KIT_DATA", str(tmp_path))
+    for name in ["cifar10", *data.ood_sets("cifar10"), data.auxiliary_set("cifar10")]:
+        standins.write_entry(name, tmp_path / REGISTRY[name].folder)
+    table = data.check_disjoint("cifar10", raise_on_leak=False).set_index("set")
+    for name in data.ood_sets("cifar10"):
+        assert table.loc[name, "images"] == len(data.get_dataset(name, "test", id_dataset="cifar10")), name
+    assert (table[["in_id_train", "in_id_test"]] == 0).all().all()               # the stand-ins share no image
+    image, _ = real.load_real("cifar10", "train", root=tmp_path)[3]                 # a PIL image, 32x32
+    copy = tmp_path / REGISTRY["lsun_r"].folder / "LSUN_resize" / "copy_of_cifar_train_3.png"
+    Image.fromarray(np.asarray(image)).save(copy)
+    with pytest.raises(data.DataLeak, match="lsun_r"):
+        data.check_disjoint("cifar10")
+    assert data.check_disjoint("cifar10", raise_on_leak=False).set_index("set").loc["lsun_r", "in_id_train"] == 1
