@@ -54,8 +54,8 @@ VARIANTS: tuple[Variant, ...] = (
             checkpoint=("vit_b16", 1000)),
     Variant("MME ImageNet-1K, BiT-S-R101x1", ("20_*",), {"id_dataset": "imagenet1k", "arch": "bit_s_r101x1"},
             checkpoint=("bit_s_r101x1", 1000)),
-    Variant("GReg ImageNet-10", ("12_*",), {"id_dataset": "imagenet10"}),
-    Variant("BOOD ImageNet-100", ("32_*",), {"id_dataset": "imagenet100"}),
+    Variant("GReg ImageNet-10", ("12_*",), {"id_datasets": ["imagenet10"]}),
+    Variant("BOOD ImageNet-100", ("32_*",), {"id_datasets": ["imagenet100"]}),
 )
 
 
@@ -101,11 +101,16 @@ def _defined(nb: Path) -> set[str]:
 
 
 def run_one(nb: Path, profile: str, params: dict[str, Any], out: Path, label: str = "",
-            timeout: int | None = None) -> Row:
-    """Execute one notebook under ``profile`` (the environment is already the rehearsal's)."""
+            timeout: int | None = None, required: frozenset = frozenset()) -> Row:
+    """Execute one notebook under ``profile`` (the environment is already the rehearsal's). ``params`` the
+    notebook does not define are dropped, except ``required`` ones (a variant's): their absence fails the run."""
     from ood_utils.run import NotebookFailed, run_notebooks
 
-    chosen = {k: v for k, v in params.items() if k in _defined(nb)}
+    defined = _defined(nb)
+    absent = sorted(set(required) - defined)
+    if absent:
+        return Row(profile, nb.stem, label, "failed", 0.0, f"the notebook defines no parameter {', '.join(absent)}")
+    chosen = {k: v for k, v in params.items() if k in defined}
     folder = out / "runs" / profile / (label.replace(" ", "_").replace("/", "") if label else "default")
     start = time.perf_counter()
     try:
@@ -166,7 +171,9 @@ def rehearse(profiles: list[str], only: list[str] | None = None, device: str = "
             if ckpt is not None:
                 params = {**params, "checkpoint": str(standins.random_checkpoint(root, *ckpt))}
             say(f"[{i}/{len(runs)}] {profile} {nb.stem}{' · ' + label if label else ''}")
-            row = run_one(nb, profile, params, out, label, timeout)
+            variant = next((v for v in VARIANTS if v.label == label), None)
+            row = run_one(nb, profile, params, out, label, timeout,
+                          frozenset(variant.params) if variant else frozenset())
             say(f"    {row.status} in {row.seconds:.1f} s{'  ' + row.note if row.note else ''}")
             rows.append(row)
     write_table(rows, out)

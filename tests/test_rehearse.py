@@ -80,3 +80,11 @@ def test_time_table_is_written(tmp_path):
     csv_text = (tmp_path / "rehearsal.csv").read_text()
     assert "quick,21_mme_ensemble,,ok,12.5," in csv_text and "cell 4: boom" in csv_text
     assert "2 runs, 1 failed, 16 s in all" in (tmp_path / "rehearsal.md").read_text()
+
+
+def test_a_variant_parameter_the_notebook_lacks_fails_the_run_instead_of_running_the_default(tmp_path):
+    nb = paths.REPO_ROOT / "tests" / "fixtures" / "00_hello.ipynb"
+    row = rehearse.run_one(nb, "quick", {"device": "cpu", "id_datasets": ["imagenet10"]}, tmp_path, "a variant",
+                           required=frozenset({"id_datasets"}))
+    assert row.status == "failed" and "defines no parameter id_datasets" in row.note
+    assert not (tmp_path / "runs").exists()                      # nothing was executed
