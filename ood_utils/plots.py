@@ -5,6 +5,11 @@
     plots.image_grid(images, nrow=8, ax=ax)
     plots.savefig(fig, "mini_benchmark", cfg.profile)   # -> figures/mini/mini_benchmark.png
 
+Helpers: ``image_grid`` (a mosaic of images), ``heatmap`` (a matrix with its values written in the cells),
+``interval_dots`` (one dot and its interval per method: numbers that differ in the third decimal),
+``place_labels`` (labels on a scatter plot that avoid each other), ``bar_compare`` (reproduced beside
+published, for values on a common zero-based scale).
+
 Nothing here calls ``plt.show`` or picks a GUI backend: every helper works under the non-interactive Agg
 backend (scripts, papermill, CI) as well as inline in Jupyter.
 """
