@@ -139,3 +139,20 @@ def test_factor_table_recombines_to_the_package_scores(bench):
     assert np.allclose(no_co["id"], parts.scores(drop=("co",))["id"])
     tuned = mme.recombine(table, temperature=1.0, co_weight=3.0)
     assert np.allclose(tuned["far_set"], parts.retuned(temperature=1.0, co_weight=3.0).scores()["far_set"])
+
+
+@pytest.mark.parametrize("ood_ratio, expected", [(0.5, "agrees"), (0.89, "tie within noise"), (0.99, "disagrees")])
+def test_consistency_claim_every_outcome(cfg, ood_ratio, expected):
+    ratios = pd.DataFrame([{"dataset": "toy", "group": "ID", "n": 1000, "co_scale": 0.9},
+                           {"dataset": "a", "group": "near", "n": 1000, "co_scale": ood_ratio}])
+    (claim,) = mme.consistency_claims(ratios, cfg)
+    assert claim["verdict"] == expected and claim["ours_lo"] <= claim["ours"] <= claim["ours_hi"]
+
+
+@pytest.mark.parametrize("bounds, expected", [((0.1, 0.2), "agrees"), ((-0.1, 0.2), "tie within noise"),
+                                              ((-0.3, -0.1), "disagrees")])
+def test_covariance_claim_every_outcome(cfg, bounds, expected):
+    rows = pd.DataFrame([{"score_a": "x", "score_b": "y", "dataset": "n", "group": "far", "cov_id": 1.0,
+                          "cov_ood": 0.9, "gap_lo": bounds[0], "gap_hi": bounds[1]}])
+    (claim,) = mme.covariance_claims(rows, cfg)
+    assert claim["verdict"] == expected and "far-OOD" in claim["claim"]
