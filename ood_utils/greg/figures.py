@@ -49,7 +49,7 @@ def method_points(rows: pd.DataFrame, ax, metric: str = "auroc", datasets=("near
                        label=f"paper, {paper_label}")
     ax.set_xlabel(f"{METRIC_LABEL.get(metric, metric)}, %")
     ax.set_ylabel("")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     return ax
 
 
