@@ -190,12 +190,14 @@ def train_loader(cfg, setting, name: str, seed: int) -> IDAuxLoader:
     run = RUNS[name]
     sampler = run.sampler or OBJECTIVES[run.objective].sampler
     b = cfg.ft_batch_size
-    n_aux = cfg.pool_factor * b if sampler != "none" else cfg.aux_per_id * b
+    kept = cfg.aux_per_id * b
     id_set = data.get_dataset(id_dataset, "train", train_transform=True, max_n=cfg.ft_max_train, seed=seed)
     aux_set = data.get_dataset(data.auxiliary_set(id_dataset), "train", id_dataset=id_dataset, seed=seed)
-    if len(id_set) < b or len(aux_set) < n_aux:
+    if len(id_set) < b or len(aux_set) < kept:
         raise ValueError(f"{id_dataset}: {len(id_set)} ID and {len(aux_set)} auxiliary images cannot fill one "
-                         f"step of {b} ID and {n_aux} auxiliary images; lower ft_batch_size or pool_factor")
+                         f"step of {b} ID and {kept} auxiliary images; lower ft_batch_size")
+    # a pool cannot be larger than the auxiliary set itself (a small stand-in, or a tiny smoke run)
+    n_aux = min(cfg.pool_factor * b, len(aux_set)) if sampler != "none" else kept
     return IDAuxLoader(_loader(id_set, b, seed, cfg), _loader(aux_set, n_aux, seed + 10_000, cfg))
 
 
