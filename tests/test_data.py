@@ -85,6 +85,16 @@ def test_open_set_mnist6_and_its_unseen_digits():
     assert len(data.get_dataset("unseen_digits", "test", id_dataset="mnist6")) == 400
 
 
+def test_mnist6_has_its_own_classifier_and_feature_caches():
+    from ood_utils import features, profiles, train
+
+    c5 = profiles.resolve("mini", seed_now=False)
+    c6 = profiles.resolve("mini", id_dataset="mnist6", seed_now=False)
+    assert train.cache_key(c5, c5.id_dataset, c5.arch) != train.cache_key(c6, c6.id_dataset, c6.arch)
+    for name in ("letters", "aux_patches"):                          # shared OOD sets, scored by two models
+        assert features.cache_paths(name, "test", c5, "base", None) != features.cache_paths(name, "test", c6, "base", None)
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_mnist6_is_the_same_split_of_mnist5k_restricted_to_digits_0_to_5(split):
     x5, y5 = data.get_arrays("mnist5k", split)
