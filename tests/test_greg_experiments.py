@@ -154,3 +154,17 @@ def test_posthoc_baselines_come_with_intervals(cfg):
 def test_energy_id_score_is_logsumexp():
     logits = np.random.default_rng(0).normal(size=(5, 7)) * 30
     assert np.allclose(ex.energy_id_score(logits), torch.logsumexp(torch.tensor(logits), 1).numpy())
+
+
+def test_posthoc_rows_are_cached_and_a_broken_cache_is_rebuilt(cfg):
+    from ood_utils import paths
+
+    first = ex.posthoc_baselines(cfg, ("mnist5k", "mnist_cnn"), n_boot=10, names=("msp",))
+    files = list(paths.cache_dir("greg", "mini", "posthoc").glob("*_msp_b10_*.csv"))
+    assert len(files) == 1
+    assert ex.posthoc_baselines(cfg, ("mnist5k", "mnist_cnn"), n_boot=10, names=("msp",))["auroc"].tolist() == \
+        pytest.approx(first["auroc"].tolist())
+    files[0].write_text("garbage\n")
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        again = ex.posthoc_baselines(cfg, ("mnist5k", "mnist_cnn"), n_boot=10, names=("msp",))
+    assert again["auroc"].tolist() == pytest.approx(first["auroc"].tolist())

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -345,6 +346,25 @@ def posthoc_baselines(cfg, setting, n_boot: int = 200, names=tuple(POSTHOC)) -> 
     bootstrap 95% intervals (``auroc_lo`` ...): one model, so the uncertainty is the test sets' own."""
     names = check_methods(names, tuple(POSTHOC))
     base, _ = base_classifier(cfg, setting)
+    key = f"{setting[0]}_{setting[1]}_{features.model_fingerprint(base)[:16]}_{'-'.join(names)}_b{n_boot}" \
+          f"_n{cfg.ft_eval_max}_s{cfg.seed}{'_smoke' if cfg.smoke else ''}"
+    cached = paths.cache_dir("greg", cfg.profile, "posthoc") / f"{key}.csv"
+    if cached.exists():   # written atomically below; anything unreadable is rebuilt
+        try:
+            frame = pd.read_csv(cached)
+            if {"method", "dataset", "auroc", "fpr95", "auroc_lo"} <= set(frame.columns) and len(frame):
+                return frame
+            raise ValueError("columns missing")
+        except Exception as err:
+            warnings.warn(f"rebuilding post-hoc cache {cached.name}: {err}", RuntimeWarning, stacklevel=2)
+    frame = _posthoc_rows(cfg, setting, base, n_boot, names)
+    with paths.atomic_path(cached) as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def _posthoc_rows(cfg, setting, base, n_boot, names) -> pd.DataFrame:
+    """Score every set with each post-hoc detector (fitted on the ID training features) or with ODIN."""
     scfg = for_setting(cfg, setting)
     feats = set_features(base, cfg, setting, "base")
     train_f = features.get_features(base, setting[0], "train", scfg, "base")
