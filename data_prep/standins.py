@@ -41,7 +41,7 @@ SD_FOLDER = ("models", "stable-diffusion-v1-4")
 CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 10, 30       # 5 batches -> 50 training images: seconds for a DenseNet on a CPU
 CIFAR100_TRAIN = 100                              # one image per class: class-mean detectors need every class
 PER_SET = 16                                      # images per OOD test set
-TINY_IMAGES = 64                                  # the auxiliary pool
+TINY_IMAGES = 256                                 # the auxiliary pool: enough for one sampling pool
 
 
 def builder_hash() -> str:
