@@ -258,6 +258,12 @@ ABLATIONS = {"boundary_only": "boundary identification only", "random_then_pertu
              "dreamood": "DreamOOD"}
 
 
+def wants_sweeps(cfg) -> bool:
+    """Ablations and sweeps requested, except in the smoke rehearsal of quick / paper: there every one of
+    them would train another ResNet-34 on a CPU, through exactly the code mini's smoke run exercises."""
+    return bool(cfg.sweeps) and not (cfg.smoke and cfg.profile != "mini")
+
+
 def ablations(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
     """Tables 3 and 6 and the DreamOOD sampler, one seed (``cfg.seed``): only the outlier features differ."""
     return [run_classifier(cfg, space, label, cfg.seed, outliers=outlier_features(space, cfg, method, seed=cfg.seed),
