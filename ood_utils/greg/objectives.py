@@ -148,7 +148,9 @@ class IDAuxLoader:
     """Zips an ID loader with an auxiliary loader into ``(x_in, y_in, x_aux)`` batches, one per ID batch.
 
     The auxiliary loader restarts when it runs out (it is usually much larger or much smaller than the ID
-    set). ``generator`` is the ID loader's, so ``fit`` saves and restores the shuffling on resume.
+    set). ``generator`` is the ID loader's, so ``fit`` saves and restores the shuffling on resume; the
+    position inside the auxiliary loader is not saved (a resumed epoch starts a fresh auxiliary pass), so a
+    resumed run sees other outlier batches than an uninterrupted one.
     """
 
     def __init__(self, id_loader, aux_loader):
