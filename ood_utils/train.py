@@ -211,12 +211,13 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
         model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not (progress and is_main))
-        for batch in bar:
+        for step, batch in enumerate(bar, 1):
             batch = to_device(batch, device) if acc is None else batch
             with torch.autocast("cuda", dtype=torch.float16) if use_amp and acc is None else nullcontext():
                 loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}; lower lr or check the data")
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step} of {steps}; "
+                                         "lower lr or check the data")
             opt.zero_grad(set_to_none=True)
             if acc is not None:
                 acc.backward(loss)

@@ -180,3 +180,19 @@ def test_user_checkpoint_is_loaded_and_checked(fake_data, monkeypatch, tmp_path)
     torch.save(build_model("mnist_cnn", 3).state_dict(), tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="num_classes=10"):
         train.get_classifier(cfg=profiles.resolve("mini", device="cpu", checkpoint=str(tmp_path / "bad.pt")))
+
+
+def test_a_nan_loss_stops_training_naming_epoch_and_step(tmp_path):
+    profiles.seed_everything(0)
+    model = build_model("mnist_cnn", 10)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=32)          # 5 steps per epoch
+    calls = [0]
+
+    def loss_fn(m, batch):
+        calls[0] += 1
+        loss = torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+        return loss * float("nan") if calls[0] == 8 else loss          # epoch 2, step 3
+
+    with pytest.raises(FloatingPointError, match=r"epoch 2, step 3 of 5"):
+        fit(model, loader, epochs=3, lr=0.05, weight_decay=5e-4, device="cpu", ckpt_path=tmp_path / "m.pt",
+            loss_fn=loss_fn, progress=False)
