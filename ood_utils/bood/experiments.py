@@ -122,7 +122,7 @@ def get_anchors(cfg, dataset: str) -> Anchors:
 def latent_space(cfg, dataset: str, *, temperature: float | None = None, progress: bool = True) -> LatentSpace:
     """Anchors, the trained encoder of eq. (2) and its features (train and test split), all cached."""
     t = float(temperature if temperature is not None else cfg.temperature)
-    dcfg = with_values(cfg, id_dataset=dataset)
+    dcfg = regularize.smoke_batch(with_values(cfg, id_dataset=dataset))
     anchors = get_anchors(cfg, dataset)
     encoder, info = train_latent_encoder(dcfg, dataset, anchors, arch=cfg.latent_arch, temperature=t,
                                          epochs=cfg.latent_epochs, progress=progress)
