@@ -4,7 +4,7 @@ A notebook turns every number it reports into a :class:`Record` and saves them o
 
     recs = results.from_metrics(metrics.evaluate(s_id, s_ood), paper="greg", table=1, method="GReg",
                                 dataset="textures", cfg=cfg)
-    results.save(recs, "11_greg_finetune", cfg.profile)     # runs/<profile>/results/11_greg_finetune.csv
+    results.save(recs, "11_greg_finetune", cfg.profile)     # runs/<profile>/results/11_greg_finetune__<setting>.csv
 
 The summary notebook then reads them back::
 
@@ -145,20 +145,47 @@ def results_dir(profile: str) -> Path:
     return paths.runs_dir(_check_name(profile, "profile"), "results")
 
 
-def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> Path:
-    """Write one notebook's records to ``runs/<profile>/results/<notebook>.csv``, replacing that notebook's
-    earlier records (a re-run supersedes the previous one). The file appears atomically: a temporary file
-    in the same folder is renamed over it, so a reader never sees half a CSV."""
+def _slug(setting: str) -> str:
+    """A file-name-safe form of a setting ("mnist6/mnist_cnn" -> "mnist6_mnist_cnn")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(setting)).strip("_") or "setting"
+
+
+def _write_per_setting(frame: pd.DataFrame, folder: Path, notebook: str) -> list[Path]:
+    """One CSV per (notebook, setting): ``<notebook>__<setting>.csv``. A re-run of a notebook replaces its
+    earlier rows *of the same setting* only, so ``-p id_dataset mnist6`` keeps the ``mnist5k`` run's rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    legacy = folder / f"{notebook}.csv"                 # one file per notebook, as older runs wrote
+    if legacy.exists():
+        legacy.unlink()
+    written = []
+    for setting, part in frame.groupby("setting", sort=False):
+        out = folder / f"{notebook}{SEPARATOR}{_slug(setting)}.csv"
+        with paths.atomic_path(out) as tmp:
+            part.to_csv(tmp, index=False, float_format="%.10g")
+        written.append(out)
+    return written
+
+
+def _notebook_of(csv: Path) -> str:
+    return csv.stem.split(SEPARATOR)[0]
+
+
+#: between the notebook and the setting in a results file name
+SEPARATOR = "__"
+
+
+def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> list[Path]:
+    """Write one notebook's records to ``runs/<profile>/results/<notebook>__<setting>.csv``, one file per
+    setting, replacing that notebook's earlier records of the same setting (a re-run supersedes the previous
+    one; a run on another ID dataset sits beside it). Each file appears atomically: a temporary file in the
+    same folder is renamed over it, so a reader never sees half a CSV."""
     notebook = _check_name(Path(str(notebook)).name.removesuffix(".ipynb"), "notebook")
     recs = [r if isinstance(r, Record) else Record(**dict(r)) for r in records]
     wrong = sorted({r.profile for r in recs if r.profile != profile})
     if wrong:
         raise ValueError(f"saving under profile {profile!r} records made with profile(s) {wrong}")
     frame = pd.DataFrame([asdict(r) for r in recs], columns=list(COLUMNS))
-    out = results_dir(profile) / f"{notebook}.csv"
-    with paths.atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
-    return out
+    return _write_per_setting(frame, results_dir(profile), notebook)
 
 
 def load_all(profile: str) -> pd.DataFrame:
@@ -170,7 +197,7 @@ def load_all(profile: str) -> pd.DataFrame:
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{csv} is not a results file: columns {missing} are missing")
-        frames.append(frame[list(COLUMNS)].assign(notebook=csv.stem))
+        frames.append(frame[list(COLUMNS)].assign(notebook=_notebook_of(csv)))
     if not frames:
         dtypes = {"value": float, "seed": int}
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in (*COLUMNS, "notebook")})
@@ -519,9 +546,10 @@ def claims_dir(profile: str) -> Path:
     return results_dir(profile) / "claims"
 
 
-def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Path:
-    """Write one notebook's claim rows (from :func:`claim`) to ``runs/<profile>/results/claims/<notebook>.csv``,
-    atomically, replacing that notebook's earlier claims."""
+def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> list[Path]:
+    """Write one notebook's claim rows (from :func:`claim`) to
+    ``runs/<profile>/results/claims/<notebook>__<setting>.csv``, atomically, replacing that notebook's
+    earlier claims of the same setting."""
     notebook = _check_name(Path(str(notebook)).name.removesuffix(".ipynb"), "notebook")
     frame = pd.DataFrame([dict(r) for r in rows], columns=list(CLAIM_COLUMNS))
     wrong = sorted(set(frame["profile"]) - {profile})
@@ -530,18 +558,14 @@ def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Path:
     bad = sorted(set(frame["verdict"]) - set(VERDICTS))
     if bad:
         raise ValueError(f"unknown verdict(s) {bad}; valid: {VERDICTS}")
-    out = claims_dir(profile) / f"{notebook}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with paths.atomic_path(out) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
-    return out
+    return _write_per_setting(frame, claims_dir(profile), notebook)
 
 
 def claims(profile: str) -> pd.DataFrame:
     """Every notebook's claims of ``profile``, one table: paper, claim, setting, paper's value, ours with
     its interval, verdict, and the notebook that tested it (empty, with those columns, before any run)."""
     frames = [pd.read_csv(csv, dtype={"paper_value": str, "note": str, "unit": str}, keep_default_na=False,
-                          na_values={"ours": [""], "ours_lo": [""], "ours_hi": [""]}).assign(notebook=csv.stem)
+                          na_values={"ours": [""], "ours_lo": [""], "ours_hi": [""]}).assign(notebook=_notebook_of(csv))
               for csv in sorted(claims_dir(profile).glob("*.csv"))]
     columns = [*CLAIM_COLUMNS, "notebook"]
     if not frames:

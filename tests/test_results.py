@@ -129,7 +129,7 @@ def test_save_load_round_trip(runs):
     recs = [rec(value=0.123456789), rec(method="GReg", value=0.5, seed=1),
             rec(paper="mme", table="fig2", method="CO", dataset="id", metric="co_consistency", value=0.9)]
     out = results.save(recs, "12_greg_plus_sampling", "mini")
-    assert out == runs / "mini" / "results" / "12_greg_plus_sampling.csv"
+    assert out == [runs / "mini" / "results" / "12_greg_plus_sampling__mnist5k_mnist_cnn.csv"]
     frame = results.load_all("mini")
     assert list(frame.columns) == [*results.COLUMNS, "notebook"]
     assert len(frame) == 3 and set(frame["notebook"]) == {"12_greg_plus_sampling"}
@@ -142,7 +142,7 @@ def test_save_load_round_trip(runs):
 
 def test_save_accepts_mappings_and_notebook_paths(runs):
     out = results.save([dict(rec().__dict__)], "notebooks/00_start_here.ipynb", "mini")
-    assert out.name == "00_start_here.csv"
+    assert [p.name for p in out] == ["00_start_here__mnist5k_mnist_cnn.csv"]
     assert results.load_all("mini")["notebook"].tolist() == ["00_start_here"]
 
 
@@ -151,7 +151,8 @@ def test_save_leaves_no_temporary_files_and_resave_replaces(runs):
     results.save([rec(paper="bood", table=1, method="BOOD")], "32_bood_regularization", "mini")
     results.save([rec(value=0.75)], "11_greg_finetune", "mini")  # a re-run supersedes the previous one
     folder = runs / "mini" / "results"
-    assert sorted(p.name for p in folder.iterdir()) == ["11_greg_finetune.csv", "32_bood_regularization.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["11_greg_finetune__mnist5k_mnist_cnn.csv",
+                                                        "32_bood_regularization__mnist5k_mnist_cnn.csv"]
     frame = results.load_all("mini")
     assert frame["notebook"].tolist() == ["11_greg_finetune", "32_bood_regularization"]  # notebook order
     assert frame.loc[frame["notebook"] == "11_greg_finetune", "value"].tolist() == [0.75]
@@ -169,14 +170,14 @@ def test_failed_save_keeps_the_previous_file(runs, monkeypatch):
         results.save([rec(value=0.9)], "10_greg_2d_toy", "mini")
     monkeypatch.undo()
     monkeypatch.setenv("OOD_KIT_RUNS", str(runs))
-    assert [p.name for p in (runs / "mini" / "results").iterdir()] == ["10_greg_2d_toy.csv"]
+    assert [p.name for p in (runs / "mini" / "results").iterdir()] == ["10_greg_2d_toy__mnist5k_mnist_cnn.csv"]
     assert results.load_all("mini")["value"].tolist() == [0.1]
 
 
 def test_save_refuses_records_of_another_profile(runs):
     with pytest.raises(ValueError, match="quick"):
         results.save([rec(), rec(profile="quick")], "11_greg_finetune", "mini")
-    assert not (runs / "mini" / "results" / "11_greg_finetune.csv").exists()
+    assert not list((runs / "mini" / "results").glob("11_greg_finetune*"))
 
 
 @pytest.mark.parametrize("notebook", ["a b", "", "x;y", "caf\u00e9"])
@@ -203,9 +204,26 @@ def test_load_all_rejects_foreign_csv(runs):
         results.load_all("mini")
 
 
-def test_empty_save_writes_a_header_only_file(runs):
-    results.save([], "21_mme_ensemble", "mini")
+def test_empty_save_writes_nothing(runs):
+    assert results.save([], "21_mme_ensemble", "mini") == []
     assert results.load_all("mini").empty
+
+
+def test_runs_of_another_setting_sit_beside_each_other(runs):
+    results.save([rec(value=0.8)], "20_mme_assumptions", "mini")
+    results.save([rec(value=0.6, setting="mnist6/mnist_cnn")], "20_mme_assumptions", "mini")
+    results.save([rec(value=0.7, setting="mnist6/mnist_cnn")], "20_mme_assumptions", "mini")  # replaces mnist6 only
+    frame = results.load_all("mini")
+    assert dict(zip(frame["setting"], frame["value"])) == {"mnist5k/mnist_cnn": 0.8, "mnist6/mnist_cnn": 0.7}
+    assert set(frame["notebook"]) == {"20_mme_assumptions"}
+
+
+def test_a_file_of_the_older_one_per_notebook_layout_is_replaced(runs):
+    folder = results.results_dir("mini")
+    legacy = folder / "21_mme_ensemble.csv"
+    pd.DataFrame([rec(value=0.1).__dict__]).to_csv(legacy, index=False)
+    results.save([rec(value=0.9)], "21_mme_ensemble", "mini")
+    assert not legacy.exists() and results.load_all("mini")["value"].tolist() == [0.9]
 
 
 # ---------------------------------------------------------------------------------------------- paper tables
