@@ -26,7 +26,7 @@ TABLE_SETS = {"cifar100": {1: ("svhn", "places365", "lsun_c", "isun", "textures"
               "imagenet100": {2: ("inaturalist", "places", "sun", "textures"), 7: ("ninco", "ssb_hard")}}
 #: the sweeps of Figs. 5-6 (percent for r); mini keeps three points of each
 SWEEPS = {"mini": {"step_size": (0.005, 0.015, 0.05), "extra_steps": (0, 2, 5), "boundary_ratio": (2.5, 5.0, 20.0),
-                   "reg_weight": (0.5, 2.5, 10.0)},
+                   "reg_weight": (0.1, 0.5, 2.5)},
           "paper": {"step_size": (0.005, 0.01, 0.015, 0.02, 0.03), "extra_steps": (0, 1, 2, 3, 4, 5),
                     "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0)}}
 SWEEPS["quick"] = SWEEPS["mini"]
