@@ -273,8 +273,8 @@ def ablations(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
 def sweeps(cfg, space: LatentSpace, progress: bool = True) -> dict[str, list[Run]]:
     """Figs. 5-6: one parameter varied at a time around the profile's values, one seed."""
     grids = SWEEPS[cfg.profile]
-    if cfg.smoke:      # two points of two sweeps: every code path, a fraction of the trainings
-        grids = {k: grids[k][:2] for k in ("extra_steps", "reg_weight")}
+    if cfg.smoke:      # the paper's value and one other, of two sweeps: every code path, few trainings
+        grids = {k: (next(v for v in grids[k] if v != PAPER_BEST[k]), PAPER_BEST[k]) for k in ("extra_steps", "reg_weight")}
     out = {}
     for key, values in grids.items():
         out[key] = []
