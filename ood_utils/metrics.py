@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 __all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "roc_curve", "accuracy", "evaluate", "mean_std",
-           "bootstrap_ci", "paired_bootstrap_ci", "evaluate_sets"]
+           "bootstrap_ci", "bootstrap_bounds", "paired_bootstrap_ci", "evaluate_sets"]
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -174,8 +174,46 @@ def _check_bootstrap(n_boot: int, level: float) -> None:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
 
 
-def _resample(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.integers(0, n, size=n)
+def _draws(n: int, m: int, n_boot: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The resamples: per draw, n ID indices then m OOD indices, with replacement."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, n, size=n), rng.integers(0, m, size=m)) for _ in range(n_boot)]
+
+
+def _interval(values, level: float) -> tuple[float, float]:
+    tail = 50.0 * (1.0 - float(level))
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def _resampled_metrics(s_in: np.ndarray, s_out: np.ndarray, draws) -> dict[str, np.ndarray]:
+    """AUROC and FPR95 on every resample at once. A resample is a vector of counts (how often each image was
+    drawn), AUROC a count-weighted rank sum and FPR95 a count-weighted threshold, so no resample is sorted:
+    equal, ties included, to :func:`auroc` / :func:`fpr_at_tpr` on the resampled scores, several times faster."""
+    n, m = len(s_in), len(s_out)
+    order = np.argsort(s_out, kind="mergesort")
+    ood_sorted = s_out[order]
+    below_at, above_at = np.searchsorted(ood_sorted, s_in, "left"), np.searchsorted(ood_sorted, s_in, "right")
+    desc = np.argsort(-s_in, kind="mergesort")
+    k = next(k for k in range(1, n + 1) if k / n >= 0.95)        # as fpr_at_tpr: kept ID share >= 95%
+    auroc_values, fpr_values = [], []
+    for chunk in range(0, len(draws), 50):
+        w = np.stack([np.bincount(i, minlength=n) for i, _ in draws[chunk:chunk + 50]]).astype(np.float64)
+        v = np.stack([np.bincount(o, minlength=m) for _, o in draws[chunk:chunk + 50]])[:, order]
+        cum = np.concatenate([np.zeros((len(v), 1)), np.cumsum(v, axis=1)], axis=1)  # OOD counts below each rank
+        below, ties = cum[:, below_at], cum[:, above_at] - cum[:, below_at]
+        auroc_values.append((w * (below + 0.5 * ties)).sum(axis=1) / (n * m))
+        threshold = s_in[desc][np.argmax(np.cumsum(w[:, desc], axis=1) >= k, axis=1)]  # k-th largest drawn ID
+        at = np.searchsorted(ood_sorted, threshold, "left")[:, None]
+        fpr_values.append((m - np.take_along_axis(cum, at, axis=1)[:, 0]) / m)
+    return {"auroc": np.concatenate(auroc_values), "fpr95": np.concatenate(fpr_values)}
+
+
+def _bootstrap_values(s_in: np.ndarray, s_out: np.ndarray, metric: str, draws) -> np.ndarray:
+    if metric in ("auroc", "fpr95"):
+        return _resampled_metrics(s_in, s_out, draws)[metric]
+    fn = METRICS[metric]
+    return np.array([fn(s_in[i], s_out[o]) for i, o in draws])
 
 
 def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200, level: float = 0.95,
@@ -185,14 +223,19 @@ def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200
     times, and the central ``level`` share of those values returned as (lo, hi). It measures how much the
     number would move with another draw of test images of the same size, not training noise (use seeds
     and :func:`mean_std` for that)."""
-    fn = _metric_fn(metric)
+    _metric_fn(metric)
     _check_bootstrap(n_boot, level)
     s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
-    rng = np.random.default_rng(seed)
-    values = [fn(s_in[_resample(rng, s_in.size)], s_out[_resample(rng, s_out.size)]) for _ in range(n_boot)]
-    tail = 50.0 * (1.0 - float(level))
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+    return _interval(_bootstrap_values(s_in, s_out, metric, _draws(s_in.size, s_out.size, n_boot, seed)), level)
+
+
+def bootstrap_bounds(id_scores, ood_scores, n_boot: int = 200, seed: int = 0,
+                     level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_ci` of AUROC and FPR95 from the same resamples, in one pass: {metric: (lo, hi)}."""
+    _check_bootstrap(n_boot, level)
+    s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
+    values = _resampled_metrics(s_in, s_out, _draws(s_in.size, s_out.size, n_boot, seed))
+    return {metric: _interval(v, level) for metric, v in values.items()}
 
 
 def paired_bootstrap_ci(id_a, ood_a, id_b, ood_b, metric: str = "auroc", n_boot: int = 200,
@@ -200,21 +243,16 @@ def paired_bootstrap_ci(id_a, ood_a, id_b, ood_b, metric: str = "auroc", n_boot:
     """Interval of ``metric(a) - metric(b)`` for two detectors scored on the *same* images: each bootstrap
     draw uses the same resampled indices for both, so the noise they share cancels (a difference of
     0.005 can be significant when two intervals of 0.02 overlap)."""
-    fn = _metric_fn(metric)
+    _metric_fn(metric)
     _check_bootstrap(n_boot, level)
     a_in, a_out = _scores(id_a, "id_a"), _scores(ood_a, "ood_a")
     b_in, b_out = _scores(id_b, "id_b"), _scores(ood_b, "ood_b")
     if a_in.shape != b_in.shape or a_out.shape != b_out.shape:
         raise ValueError("paired_bootstrap_ci needs both detectors scored on the same images: "
                          f"ID {a_in.shape} vs {b_in.shape}, OOD {a_out.shape} vs {b_out.shape}")
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i, o = _resample(rng, a_in.size), _resample(rng, a_out.size)
-        diffs.append(fn(a_in[i], a_out[o]) - fn(b_in[i], b_out[o]))
-    tail = 50.0 * (1.0 - float(level))
-    lo, hi = np.percentile(diffs, [tail, 100.0 - tail])
-    return float(lo), float(hi)
+    draws = _draws(a_in.size, a_out.size, n_boot, seed)
+    diff = _bootstrap_values(a_in, a_out, metric, draws) - _bootstrap_values(b_in, b_out, metric, draws)
+    return _interval(diff, level)
 
 
 # ------------------------------------------------------------------------------------------- many OOD sets
@@ -245,11 +283,11 @@ def evaluate_sets(method: str, scores: dict, groups: dict, *, average_over=None,
     rows = []
     for name, group in groups.items():
         row = {"method": method, "dataset": name, "group": group}
+        bounds = bootstrap_bounds(scores["id"], scores[name], n_boot, seed) if n_boot else {}
         for metric in ("auroc", "fpr95"):
             row[metric] = float(METRICS[metric](scores["id"], scores[name]))
             if n_boot:
-                row[f"{metric}_lo"], row[f"{metric}_hi"] = bootstrap_ci(scores["id"], scores[name], metric,
-                                                                        n_boot=n_boot, seed=seed)
+                row[f"{metric}_lo"], row[f"{metric}_hi"] = bounds[metric]
         rows.append({**row, **extra})
     if average_over is not None and not set(average_over) & set(groups):
         raise ValueError(f"average_over {list(average_over)} names none of the sets {list(groups)}")

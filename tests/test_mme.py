@@ -457,19 +457,6 @@ def test_neighbour_detectors_shrink_k_on_a_tiny_training_set(bench):
     assert ma.small_data_hparams("knn", "imagenet", 300, {}) == {"k": 300}
 
 
-@pytest.mark.parametrize("rounded", [False, True])
-def test_bootstrap_bounds_equal_the_metrics_bootstrap(rounded):
-    from ood_utils import metrics
-
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=120) + 0.7, rng.normal(size=90)
-    if rounded:  # ties inside and across the two sets
-        a, b = np.round(a, 1), np.round(b, 1)
-    fast = ma.bootstrap_bounds(a, b, n_boot=60, seed=5)
-    for metric in ("auroc", "fpr95"):
-        assert np.allclose(fast[metric], metrics.bootstrap_ci(a, b, metric, n_boot=60, seed=5), atol=1e-12)
-
-
 def test_evaluate_bounds_equal_evaluate_sets(bench):
     from ood_utils import metrics
 
@@ -480,17 +467,3 @@ def test_evaluate_bounds_equal_evaluate_sets(bench):
     cols = ["auroc", "fpr95", "auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi"]
     assert list(ours["dataset"]) == list(ref["dataset"])
     assert np.allclose(ours[cols].to_numpy(float), ref[cols].to_numpy(float), atol=1e-12)
-
-
-def test_paired_bounds_equal_the_metrics_paired_bootstrap():
-    from ood_utils import metrics
-
-    rng = np.random.default_rng(4)
-    a_in, a_out = np.round(rng.normal(size=80) + 1, 1), np.round(rng.normal(size=70), 1)
-    b_in, b_out = a_in + rng.normal(size=80), a_out + rng.normal(size=70)
-    for metric in ("auroc", "fpr95"):
-        ours = ma.paired_bounds(a_in, a_out, b_in, b_out, metric, n_boot=40, seed=2)
-        assert np.allclose(ours, metrics.paired_bootstrap_ci(a_in, a_out, b_in, b_out, metric, n_boot=40, seed=2),
-                           atol=1e-12)
-    with pytest.raises(ValueError, match="same images"):
-        ma.paired_bounds(a_in, a_out, b_in[:5], b_out)
