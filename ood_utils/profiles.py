@@ -166,7 +166,8 @@ def _choices(key: str) -> tuple[str, ...] | None:
         from .data import ID_DATASETS
         return tuple(ID_DATASETS)
     if key == "preset":
-        return ("cifar", "imagenet")
+        from .detectors import PRESETS
+        return tuple(PRESETS)
     return None
 
 

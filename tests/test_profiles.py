@@ -61,6 +61,7 @@ def test_smoke_caps_only_what_was_not_set(monkeypatch):
 def test_track_parameters(no_smoke):
     cfg = resolve("mini", track="mme", preset="imagenet")
     assert cfg.preset == "imagenet"
+    assert resolve("mini", track="mme", preset="reference_imagenet").preset == "reference_imagenet"  # public code
     with pytest.raises(ConfigError, match="valid: cifar, imagenet"):
         resolve("mini", track="mme", preset="svhn")
     with pytest.raises(ConfigError, match="unknown track"):
