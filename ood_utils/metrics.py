@@ -216,7 +216,7 @@ def _bootstrap_values(s_in: np.ndarray, s_out: np.ndarray, metric: str, draws) -
     return np.array([fn(s_in[i], s_out[o]) for i, o in draws])
 
 
-def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200, level: float = 0.95,
+def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200, *, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of one metric over the test samples: the ID and the OOD scores are
     each resampled with replacement (they are two independent samples), the metric recomputed ``n_boot``
@@ -229,8 +229,8 @@ def bootstrap_ci(id_scores, ood_scores, metric: str = "auroc", n_boot: int = 200
     return _interval(_bootstrap_values(s_in, s_out, metric, _draws(s_in.size, s_out.size, n_boot, seed)), level)
 
 
-def bootstrap_bounds(id_scores, ood_scores, n_boot: int = 200, seed: int = 0,
-                     level: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_bounds(id_scores, ood_scores, n_boot: int = 200, *, level: float = 0.95,
+                     seed: int = 0) -> dict[str, tuple[float, float]]:
     """:func:`bootstrap_ci` of AUROC and FPR95 from the same resamples, in one pass: {metric: (lo, hi)}."""
     _check_bootstrap(n_boot, level)
     s_in, s_out = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
@@ -238,7 +238,7 @@ def bootstrap_bounds(id_scores, ood_scores, n_boot: int = 200, seed: int = 0,
     return {metric: _interval(v, level) for metric, v in values.items()}
 
 
-def paired_bootstrap_ci(id_a, ood_a, id_b, ood_b, metric: str = "auroc", n_boot: int = 200,
+def paired_bootstrap_ci(id_a, ood_a, id_b, ood_b, metric: str = "auroc", n_boot: int = 200, *,
                         level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Interval of ``metric(a) - metric(b)`` for two detectors scored on the *same* images: each bootstrap
     draw uses the same resampled indices for both, so the noise they share cancels (a difference of
@@ -283,7 +283,7 @@ def evaluate_sets(method: str, scores: dict, groups: dict, *, average_over=None,
     rows = []
     for name, group in groups.items():
         row = {"method": method, "dataset": name, "group": group}
-        bounds = bootstrap_bounds(scores["id"], scores[name], n_boot, seed) if n_boot else {}
+        bounds = bootstrap_bounds(scores["id"], scores[name], n_boot, seed=seed) if n_boot else {}
         for metric in ("auroc", "fpr95"):
             row[metric] = float(METRICS[metric](scores["id"], scores[name]))
             if n_boot:

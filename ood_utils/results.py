@@ -150,14 +150,21 @@ def _slug(setting: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(setting)).strip("_") or "setting"
 
 
-def _write_per_setting(frame: pd.DataFrame, folder: Path, notebook: str) -> list[Path]:
+class Saved(list):
+    """The files one save wrote (one per setting); prints as the paths, comma-separated."""
+
+    def __str__(self) -> str:
+        return ", ".join(str(p) for p in self) or "(nothing to save)"
+
+
+def _write_per_setting(frame: pd.DataFrame, folder: Path, notebook: str) -> Saved:
     """One CSV per (notebook, setting): ``<notebook>__<setting>.csv``. A re-run of a notebook replaces its
     earlier rows *of the same setting* only, so ``-p id_dataset mnist6`` keeps the ``mnist5k`` run's rows."""
     folder.mkdir(parents=True, exist_ok=True)
     legacy = folder / f"{notebook}.csv"                 # one file per notebook, as older runs wrote
     if legacy.exists():
         legacy.unlink()
-    written = []
+    written = Saved()
     for setting, part in frame.groupby("setting", sort=False):
         out = folder / f"{notebook}{SEPARATOR}{_slug(setting)}.csv"
         with paths.atomic_path(out) as tmp:
@@ -174,7 +181,7 @@ def _notebook_of(csv: Path) -> str:
 SEPARATOR = "__"
 
 
-def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> list[Path]:
+def save(records: Iterable[Record | Mapping], notebook: str, profile: str) -> Saved:
     """Write one notebook's records to ``runs/<profile>/results/<notebook>__<setting>.csv``, one file per
     setting, replacing that notebook's earlier records of the same setting (a re-run supersedes the previous
     one; a run on another ID dataset sits beside it). Each file appears atomically: a temporary file in the
@@ -546,7 +553,7 @@ def claims_dir(profile: str) -> Path:
     return results_dir(profile) / "claims"
 
 
-def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> list[Path]:
+def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Saved:
     """Write one notebook's claim rows (from :func:`claim`) to
     ``runs/<profile>/results/claims/<notebook>__<setting>.csv``, atomically, replacing that notebook's
     earlier claims of the same setting."""

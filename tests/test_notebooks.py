@@ -57,6 +57,9 @@ def notebook_problems(path: Path) -> list[str]:
             problems.append(f"cell {index} has outputs (strip them before committing)")
         if cell.get("execution_count") is not None:
             problems.append(f"cell {index} has an execution count (strip it before committing)")
+    if nb.metadata.get("kernelspec", {}).get("name") != run.KERNEL_NAME:
+        problems.append(f"metadata.kernelspec.name must be {run.KERNEL_NAME!r} (JupyterLab then starts the kit's "
+                        "kernel without asking)")
     tagged = [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
         problems.append(f"{len(tagged)} cells are tagged 'parameters'; exactly one must be")

@@ -143,6 +143,7 @@ def test_save_load_round_trip(runs):
 def test_save_accepts_mappings_and_notebook_paths(runs):
     out = results.save([dict(rec().__dict__)], "notebooks/00_start_here.ipynb", "mini")
     assert [p.name for p in out] == ["00_start_here__mnist5k_mnist_cnn.csv"]
+    assert str(out) == str(out[0])                                   # prints as the path in a notebook
     assert results.load_all("mini")["notebook"].tolist() == ["00_start_here"]
 
 

@@ -13,7 +13,7 @@ def with_bounds(rows: list[dict], scores: dict, average_over, n_boot: int, seed:
     (``metrics.bootstrap_bounds``): per set, then averaged into each summary as evaluate_sets does."""
     per_set = {r["dataset"]: r for r in rows if r["dataset"] not in metrics.SUMMARIES}
     for name, row in per_set.items():
-        for metric, (lo, hi) in bootstrap_bounds(scores["id"], scores[name], n_boot, seed).items():
+        for metric, (lo, hi) in bootstrap_bounds(scores["id"], scores[name], n_boot, seed=seed).items():
             row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
     for row in rows:
         if row["dataset"] in metrics.SUMMARIES:

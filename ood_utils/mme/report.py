@@ -69,7 +69,7 @@ def paired_effect(better: dict, worse: dict, sets, metric: str = "auroc", n_boot
     deltas, los, his = [], [], []
     for name in sets:
         deltas.append(sign * (fn(better["id"], better[name]) - fn(worse["id"], worse[name])))
-        lo, hi = paired_bounds(better["id"], better[name], worse["id"], worse[name], metric, n_boot, seed)
+        lo, hi = paired_bounds(better["id"], better[name], worse["id"], worse[name], metric, n_boot, seed=seed)
         los.append(lo if sign > 0 else -hi)
         his.append(hi if sign > 0 else -lo)
     lo, hi = float(np.mean(los)), float(np.mean(his))
