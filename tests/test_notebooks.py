@@ -120,6 +120,9 @@ def test_rule_checker_catches_each_rule(tmp_path, fixtures_dir):
     nb.cells[1].metadata["tags"] = ["parameters"]
     nbformat.write(nb, str(path))
     assert "2 cells are tagged 'parameters'" in "\n".join(notebook_problems(path))
+    nb.metadata["kernelspec"]["name"] = "python3"
+    nbformat.write(nb, str(path))
+    assert "kernelspec.name must be 'ood-kit'" in "\n".join(notebook_problems(path))
 
 
 def _selected(config, notebook: Path) -> bool:
