@@ -76,3 +76,26 @@ def test_seeding_is_reproducible(no_smoke):
     resolve("mini", seed=7)
     b = (np.random.rand(3), torch.rand(3))
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_one_cpu_thread_restores_the_thread_count_and_leaves_gpus_alone():
+    import torch
+
+    from ood_utils.profiles import one_cpu_thread
+
+    before = torch.get_num_threads()
+    with one_cpu_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with one_cpu_thread("cpu"):
+            raise RuntimeError("the count is restored on errors too")
+    assert torch.get_num_threads() == before
+    with one_cpu_thread("cuda:0"):                     # a GPU run keeps its CPU threads (no CUDA needed)
+        assert torch.get_num_threads() == before
+
+    @one_cpu_thread()
+    def threads():
+        return torch.get_num_threads()
+
+    assert threads() == 1 and torch.get_num_threads() == before

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import paths
+from ..profiles import one_cpu_thread
 from ..train import load_training_state, save_training_state, sha256_file
 
 
@@ -56,19 +56,6 @@ class LDMConfig:
         """A handful of steps: exercises every code path in seconds (images are noise)."""
         return LDMConfig(**{**asdict(self), "ae_steps": 20, "denoiser_steps": 20, "sample_steps": 5,
                             "checkpoint_every": 10})
-
-
-@contextmanager
-def few_threads(n: int = 1):
-    """Run the tiny MLPs on one CPU thread: their matrices are so small that a second thread costs more in
-    synchronisation than it gains, and much more when other processes share the cores (measured: 2 threads
-    were 4x slower per training step and 17x slower to sample on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(n, before))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------- networks
@@ -168,7 +155,7 @@ class MiniLDM(nn.Module):
         return torch.sigmoid(logits).view(-1, 1, 28, 28)
 
     @torch.no_grad()
-    @few_threads()
+    @one_cpu_thread()
     def sample(self, features: torch.Tensor, *, steps: int | None = None, seed: int = 0,
                return_trajectory: bool = False):
         """DDIM (eta = 0) from x_T ~ N(0, I) seeded per call: the same features and seed give the same images."""
@@ -225,7 +212,7 @@ def _fit_latent_stats(model: MiniLDM, x01: torch.Tensor) -> None:
     model.lat_std.copy_(lat.std(0).clamp_min(1e-4))
 
 
-@few_threads()
+@one_cpu_thread()
 def train_mini_ldm(images01: torch.Tensor, features: torch.Tensor, config: LDMConfig = LDMConfig(), *,
                    seed: int = 0, ckpt_path=None, progress: bool = True) -> tuple[MiniLDM, dict]:
     """Train the autoencoder, then the conditional denoiser, on CPU; resumable from ``ckpt_path``.

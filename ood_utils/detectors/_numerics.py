@@ -17,12 +17,13 @@ classes) inside a few GB, fast, and trustworthy:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
 import scipy.linalg.blas
 import torch
+
+from ..profiles import one_cpu_thread
 
 #: bytes one block of temporary results may take (rows x columns x 4 bytes)
 BLOCK_BYTES = 256 * 2**20
@@ -215,24 +216,12 @@ def lapack_input(a: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.asarray(a), dtype=torch.float64)
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Run LAPACK factorisations on one thread. Their parallel parts synchronise threads thousands of times;
-    when another process occupies one of the (two) cores, every synchronisation waits for a descheduled
-    thread, and a 2048 x 2048 eigendecomposition took 25 s instead of 0.7 s. On one thread it takes ~1.2 s,
-    whatever else runs on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def eigh_descending(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors (columns) of a symmetric matrix, in float64 (LAPACK's
     divide and conquer: all D = 2048 eigenvectors in about a second, faster than a subset by MRRR)."""
-    with single_thread():
+    with one_cpu_thread():
         vals, vecs = torch.linalg.eigh(lapack_input(sym))
     return vals.numpy()[::-1].copy(), vecs.numpy()[:, ::-1].copy()
 
@@ -251,7 +240,7 @@ def pinv_solve(A: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``pinv(A) @ y`` (float64): the minimum-norm least-squares solution, from a rank-revealing QR
     factorisation (LAPACK gelsy) instead of the full SVD that ``pinv`` computes."""
     rcond = np.finfo(np.float64).eps * max(A.shape)  # numpy.linalg.pinv's relative cut-off
-    with single_thread():
+    with one_cpu_thread():
         solution = torch.linalg.lstsq(lapack_input(A), lapack_input(y).reshape(-1, 1), rcond=rcond, driver="gelsy")
     return solution.solution[:, 0].numpy()
 

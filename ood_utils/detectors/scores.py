@@ -13,6 +13,7 @@ import torch
 
 from . import _numerics as nx
 from . import ranges as rg
+from ..profiles import one_cpu_thread
 from .base import Detector
 
 #: smallest positive float32: stands in for a zero norm or distance in a denominator
@@ -198,7 +199,7 @@ def whitening_matrix(cov: np.ndarray) -> np.ndarray:
     conditioned: M = L^-T from the Cholesky factor cov = L L^T (cheap). Singular: eigenvectors scaled by
     1/sqrt(eigenvalue) over the eigenvalues above that floor (a pseudo-inverse, as sklearn's pinvh)."""
     floor = cov.shape[0] * np.finfo(np.float32).eps * float(np.max(np.diag(cov)))
-    with nx.single_thread():
+    with one_cpu_thread():
         chol, info = torch.linalg.cholesky_ex(nx.lapack_input(cov))
         # the squared pivots of a Cholesky factor bound the smallest eigenvalue from above
         if int(info) == 0 and float(torch.diagonal(chol).min()) ** 2 > floor:

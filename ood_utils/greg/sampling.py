@@ -21,7 +21,6 @@ over restarts: a CPU pool of a few hundred candidates clusters in milliseconds.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,22 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models import unwrap_model
+from ..profiles import one_cpu_thread
 from .energy import energy_score
-
-
-@contextmanager
-def one_thread(device: torch.device | str = "cpu"):
-    """Run small CPU tensor work on one thread: for pools of a few hundred points torch's intra-op threads
-    cost more than they save (measured in benchmarks/bench_greg.py), worst on a busy machine."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------------ K-Means
@@ -96,7 +81,7 @@ def kmeans(x: torch.Tensor, k: int, *, n_init: int = 3, max_iter: int = 100, tol
         raise ValueError(f"kmeans needs 1 <= k <= number of points, got k={k} for {n} points")
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"n_init and max_iter must be >= 1, got {n_init}, {max_iter}")
-    with one_thread(x.device):
+    with one_cpu_thread(x.device):
         return _lloyd(x.float(), k, n_init, max_iter, tol, seed)
 
 

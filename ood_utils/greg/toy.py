@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 
 from .. import metrics, paths
 from ..models import Classifier
+from ..profiles import one_cpu_thread
 from .certify import certified_radius, steepest_flip
 from .energy import energy_loss, energy_score
 from .objectives import Objective
 from .regularizer import scores_and_gradient_norms
-from .sampling import one_thread
 
 #: the toy's training recipe; margins sit inside the toy's energy range, m_in < m_aux as eq. (1) needs
 TOY_DEFAULTS = {"hidden": 64, "lr": 0.05, "lambda_s": 0.1, "lambda_grad": 1.0, "m_in": -8.0, "m_aux": -3.0,
@@ -107,7 +107,7 @@ def train_toy(data: ToyData, *, lambda_grad: float, m_in: float, m_aux: float, s
     batch = (data.x_in, data.y_in, data.x_aux)
     x_train = torch.cat([data.x_in, data.x_aux])
     history = {"step": [], "energy_loss": [], "grad_norm": [], "ce": []}
-    with one_thread():
+    with one_cpu_thread():
         _fit_toy(model, objective, opt, sched, batch, x_train, len(data.x_in), steps, log_every, history)
     model.eval()
     return model, {k: np.asarray(v) for k, v in history.items()}
@@ -140,7 +140,7 @@ def evaluate(model: nn.Module, data: ToyData, eps: float = TOY_DEFAULTS["eps"], 
     """AUROC (ID test vs near / far OOD), mean ``||grad S||``, mean certified radius (eq. 4, sampled
     Lipschitz estimate and the linear-region certificate) of ID test points and of near-OOD points, and the
     fraction of detected near-OOD points that one step of length ``eps`` pushes across the threshold."""
-    with one_thread():
+    with one_cpu_thread():
         return _evaluate(model, data, eps, seed)
 
 
@@ -223,7 +223,7 @@ def experiment(steps: int, seeds: int, first_seed: int = 0, progress: bool = Tru
         data = make_toy(params["n_id"], params["n_aux"], params["n_ood"], seed=0)
         runs = {"energy": [], "greg": []}
         jobs = [(m, s) for s in range(first_seed, first_seed + seeds) for m in runs]
-        with one_thread():
+        with one_cpu_thread():
             for method, seed in tqdm(jobs, desc="toy runs", disable=not progress):
                 lam = params["lambda_grad"] if method == "greg" else 0.0
                 runs[method].append(_run(data, params, lam, params["m_in"], params["m_aux"], seed,
@@ -244,7 +244,7 @@ def sweep(steps: int, lambda_grads=(0.0, 0.01, 0.1, 1.0), margins=((-8.0, -3.0),
         data = make_toy(params["n_id"], params["n_aux"], params["n_ood"], seed=0)
         grid = [(lam, m) for lam in params["lambda_grads"] for m in params["margins"]]
         out = {}
-        with one_thread():
+        with one_cpu_thread():
             for lam, (m_in, m_aux) in tqdm(grid, desc="sweep", disable=not progress):
                 run = _run(data, params, lam, m_in, m_aux, seed, log=False, grid=True)
                 out[(lam, m_in, m_aux)] = {"grid": run["grid"], "eval": run["eval"]}
