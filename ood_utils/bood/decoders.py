@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import data, features, paths
 from . import mini_ldm, sd
+from .regularize import prepare_outliers
 
 _MODELS: dict[str, object] = {}       # decoders already loaded in this process, by cache path
 
@@ -133,11 +133,7 @@ def decode(cfg, space, z, y, *, seed: int = 0, progress: bool = True, batch_size
 
 
 def to_classifier_input(images01: torch.Tensor, dataset: str) -> torch.Tensor:
-    """Decoded [0, 1] images -> the ID dataset's normalisation and resolution (what its classifiers eat)."""
+    """Decoded [0, 1] images -> the ID dataset's normalisation and resolution (what its classifiers eat):
+    :func:`regularize.prepare_outliers` with that dataset's size, channels and statistics."""
     info = data.ID_DATASETS[dataset]
-    x = images01.float()
-    if x.shape[-1] != info.image_size:
-        x = F.interpolate(x, size=(info.image_size,) * 2, mode="bilinear", antialias=True).clamp(0, 1)
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
-    std = torch.tensor(info.std).view(1, -1, 1, 1)
-    return (x - mean) / std
+    return prepare_outliers(images01, info.image_size, info.channels, info.mean, info.std)
