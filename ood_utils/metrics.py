@@ -280,6 +280,8 @@ def evaluate_sets(method: str, scores: dict, groups: dict, *, average_over=None,
     unknown = [s for s in summaries if s not in SUMMARIES]
     if unknown:
         raise ValueError(f"unknown summaries {unknown}; valid: {list(SUMMARIES)}")
+    if average_over is not None and not set(average_over) & set(groups):
+        raise ValueError(f"average_over {list(average_over)} names none of the sets {list(groups)}")
     rows = []
     for name, group in groups.items():
         row = {"method": method, "dataset": name, "group": group}
@@ -289,8 +291,6 @@ def evaluate_sets(method: str, scores: dict, groups: dict, *, average_over=None,
             if n_boot:
                 row[f"{metric}_lo"], row[f"{metric}_hi"] = bounds[metric]
         rows.append({**row, **extra})
-    if average_over is not None and not set(average_over) & set(groups):
-        raise ValueError(f"average_over {list(average_over)} names none of the sets {list(groups)}")
     for summary in summaries:
         if summary == "average":
             chosen = [r for r in rows if average_over is None or r["dataset"] in set(average_over)]
