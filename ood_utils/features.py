@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import paths
 from .models import unwrap_model

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import paths, profiles
 from .models import (CheckpointError, build_model, check_state_dict, load_checkpoint, read_state_dict,

@@ -33,6 +33,11 @@ def _stream_text(path):
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
+def _all_outputs(path):
+    nb = nbformat.read(str(path), as_version=4)
+    return json.dumps([c.get("outputs", []) for c in nb.cells if c.cell_type == "code"])
+
+
 def _manifest(out):
     return json.loads((out / "manifest.json").read_text())
 
@@ -68,6 +73,7 @@ def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir, pac
     assert f"cwd {folder}" in hello
     assert f"python {sys.executable}" in hello
     assert "steps 3 total 6" in _stream_text(out / "10_steps.ipynb")
+    assert "bar-in-a-batch-run" not in _all_outputs(out / "00_hello.ipynb")   # progress bars are off
     assert "hello mini 0" in (out / "logs" / "00_hello.log").read_text()
 
     manifest = _manifest(out)

@@ -264,7 +264,7 @@ def generate(pipe, class_names, labels, features, out_dir, *, steps: int = 50, g
     Image i is ``out_dir/{i:06d}_c{label:03d}.png``, drawn from its own seed ``seed + i``, so the result does
     not depend on the batch size, on the number of ranks or on interruptions; files already there (and
     readable) are skipped. Returns counts and the injection report of what was generated now."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     labels = torch.as_tensor(labels).long().cpu()
     todo = [i for i in shard(len(labels), rank, world)

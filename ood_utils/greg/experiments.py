@@ -314,7 +314,7 @@ def evaluate_scores(method: str, scores: dict, setting, seed: int, n_boot: int =
 def run_methods(cfg, setting, names, kind: str = "finetune", progress: bool = True) -> pd.DataFrame:
     """Train and evaluate every method x seed of one setting with a recipe (cached runs are read, not
     retrained); the base classifier is evaluated too, as method ``"base"`` (Table 6's "Clean")."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     names = check_methods(names)
     base, _ = base_classifier(cfg, setting)

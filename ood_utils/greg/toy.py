@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .. import metrics, paths
 from ..models import Classifier

@@ -183,7 +183,7 @@ def load_benchmark(cfg, tag: str = "base", progress: bool = True) -> Benchmark:
 
 def _progress(items, desc: str, enabled: bool = True):
     """A progress bar over ``items`` (it vanishes once done): ImageNet-size features take minutes per loop."""
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     return tqdm(list(items), desc=desc, disable=not enabled, leave=False)
 

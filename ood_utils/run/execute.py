@@ -8,6 +8,7 @@ notebook, naming the cell that failed.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -149,7 +150,7 @@ def _kernel_manager_class(stderr=None):
     ``ood-kit``) spec can point at another Python. The kit's notebooks must import the ``ood_utils`` installed next to the runner, so the
     runner builds the spec from ipykernel (``sys.executable -m ipykernel_launcher``), as nbval's
     ``--nbval-current-env`` does. The kernel process's own stderr (C-level warnings, crash messages) goes to
-    the notebook's log instead of the console.
+    the notebook's log instead of the console, and its progress bars are off.
     """
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
@@ -169,6 +170,8 @@ def _kernel_manager_class(stderr=None):
         async def start_kernel(self, **kwargs):
             if stderr is not None:
                 kwargs.setdefault("stderr", stderr)
+            # nobody watches a batch run's tqdm bars: kept in the executed notebook they read "0%" forever
+            kwargs.setdefault("env", {**os.environ, "TQDM_DISABLE": "1"})
             return await super().start_kernel(**kwargs)
 
     return ThisPythonKernelManager
