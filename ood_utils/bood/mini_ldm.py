@@ -24,10 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .. import paths
-from ..profiles import one_cpu_thread
 from ..train import load_training_state, save_training_state, sha256_file
 
 
@@ -36,15 +35,16 @@ VERSION = 2      # of the networks and the objective: part of the cache key
 
 @dataclass(frozen=True)
 class LDMConfig:
-    """Sizes and budget of the miniature LDM (the defaults were measured on a 2-core CPU: about 3 minutes)."""
+    """Sizes and budget of the miniature LDM (measured on an idle 2-core CPU: about 1 minute per ID dataset;
+    1,000 + 3,000 steps took 90 s for a class fidelity of 0.966 against 0.958 for these 800 + 2,000)."""
 
     latent_dim: int = 32
     ae_hidden: int = 512
-    ae_steps: int = 1000
+    ae_steps: int = 800
     hidden: int = 256
     blocks: int = 3
     cond_proj: int = 64
-    denoiser_steps: int = 3000
+    denoiser_steps: int = 2000
     batch_size: int = 256
     lr: float = 2e-3
     train_timesteps: int = 1000
@@ -155,7 +155,6 @@ class MiniLDM(nn.Module):
         return torch.sigmoid(logits).view(-1, 1, 28, 28)
 
     @torch.no_grad()
-    @one_cpu_thread()
     def sample(self, features: torch.Tensor, *, steps: int | None = None, seed: int = 0,
                return_trajectory: bool = False):
         """DDIM (eta = 0) from x_T ~ N(0, I) seeded per call: the same features and seed give the same images."""
@@ -212,7 +211,6 @@ def _fit_latent_stats(model: MiniLDM, x01: torch.Tensor) -> None:
     model.lat_std.copy_(lat.std(0).clamp_min(1e-4))
 
 
-@one_cpu_thread()
 def train_mini_ldm(images01: torch.Tensor, features: torch.Tensor, config: LDMConfig = LDMConfig(), *,
                    seed: int = 0, ckpt_path=None, progress: bool = True) -> tuple[MiniLDM, dict]:
     """Train the autoencoder, then the conditional denoiser, on CPU; resumable from ``ckpt_path``.
