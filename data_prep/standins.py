@@ -11,8 +11,8 @@ shows them as present, ``--verify`` recounts them against the marker's counts.
 
 They carry no meaning (labels are arbitrary, no accuracy is to be expected); they exist so that every
 loader, transform, architecture and notebook branch of the paper profiles runs end to end without the real
-data. Also written: a tiny random-weight Stable Diffusion v1.4 pipeline for BOOD (when
-``ood_utils.bood.sd.write_tiny_pipeline`` exists) and, on demand, random-weight checkpoints for the models
+data. Also written: a tiny random-weight Stable Diffusion v1.4 pipeline for BOOD
+(``ood_utils.bood.sd.write_tiny_pipeline``) and, on demand, random-weight checkpoints for the models
 that need user weights (:func:`random_checkpoint`).
 
 ``DIR/STANDINS.json`` records the hash of this file: a changed builder rebuilds the whole folder (into a
@@ -241,27 +241,14 @@ def read_stamp(root: Path) -> dict | None:
 
 def is_current(root: Path) -> bool:
     stamp = read_stamp(root)
-    return bool(stamp) and stamp.get("builder") == builder_hash() and stamp.get("sd_pipeline") == _sd_writer_available()
+    return bool(stamp) and stamp.get("builder") == builder_hash()
 
 
-def _sd_writer_available() -> bool:
-    try:
-        from ood_utils.bood import sd
-    except ImportError:
-        return False
-    return hasattr(sd, "write_tiny_pipeline")
-
-
-def write_sd_pipeline(root: Path, say: Callable[[str], None] = print) -> bool:
-    """The tiny random-weight Stable Diffusion v1.4 pipeline BOOD's quick/paper path loads, if it can be built."""
-    if not _sd_writer_available():
-        say("note: ood_utils.bood.sd.write_tiny_pipeline does not exist (yet); the stand-ins have no Stable "
-            "Diffusion folder, so BOOD's quick/paper decoder path will report it missing")
-        return False
+def write_sd_pipeline(root: Path) -> None:
+    """The tiny random-weight Stable Diffusion v1.4 pipeline that BOOD's quick/paper decoder path loads."""
     from ood_utils.bood import sd
 
     sd.write_tiny_pipeline(root.joinpath(*SD_FOLDER), seed=0)
-    return True
 
 
 def build(root: Path | str, force: bool = False, say: Callable[[str], None] = print) -> Path:
@@ -275,8 +262,8 @@ def build(root: Path | str, force: bool = False, say: Callable[[str], None] = pr
         counts = {}
         for name in REGISTRY:
             counts[name] = write_entry(name, tmp / REGISTRY[name].folder)
-        sd_written = write_sd_pipeline(tmp, say)
-        paths.write_json(tmp / STAMP, {"builder": builder_hash(), "sd_pipeline": sd_written, "counts": counts})
+        write_sd_pipeline(tmp)
+        paths.write_json(tmp / STAMP, {"builder": builder_hash(), "counts": counts})
         checkpoints = root / "checkpoints"
         if checkpoints.is_dir():                  # random-weight checkpoints do not depend on the builder
             shutil.move(str(checkpoints), str(tmp / "checkpoints"))
@@ -284,7 +271,7 @@ def build(root: Path | str, force: bool = False, say: Callable[[str], None] = pr
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    say(f"stand-ins ready: {len(counts)} datasets" + (" + Stable Diffusion stand-in" if sd_written else ""))
+    say(f"stand-ins ready: {len(counts)} datasets + a Stable Diffusion stand-in")
     return root
 
 
