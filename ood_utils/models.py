@@ -8,15 +8,19 @@ what lets energy, ViM, NME, fDBD, ... be written once.
 name               what                                        D       used by
 =================  ==========================================  ======  =================================
 ``mnist_cnn``      LeNet-like CNN for 28x28 grey images        128     every track, profile ``mini``
-``resnet18``       ResNet-18, CIFAR stem (3x3 conv, no pool)   512     GReg, MME (CIFAR)
+``resnet18``       ResNet-18, CIFAR stem (3x3 conv, no pool)*  512     GReg, MME (CIFAR)
 ``wrn40_2``        Wide-ResNet-40-2                            128     GReg (CIFAR)
 ``densenet100``    DenseNet-BC-100, growth 12                  342     GReg, MME (CIFAR)
-``resnet34``       ResNet-34, CIFAR stem                       512     BOOD (CIFAR)
+``resnet34``       ResNet-34, CIFAR stem*                      512     BOOD (CIFAR-100, ImageNet-100)
 ``resnet34_768``   ResNet-34 + Linear(512, 768) projection     768     BOOD: the text-aligned latent
 ``densenet121``    torchvision DenseNet-121                    1024    GReg (ImageNet-10)
 ``bit_s_r101x1``   timm ResNetV2-101x1 (BiT)                   2048    MME (ImageNet)
 ``vit_b16``        timm ViT-B/16                               768     MME (ImageNet)
 =================  ==========================================  ======  =================================
+
+\* The ResNets take the stem that fits their input (``image_size``): the CIFAR stem up to 64 px, the
+ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool) above, as for BOOD's ImageNet-100 at 224 px. A CIFAR
+stem at 224 px would keep 224 x 224 x 64 activations through the first stage: 16x the memory and compute.
 
 ImageNet models are built with random weights and never download anything; pretrained weights come only
 from a checkpoint file the user supplies (:func:`load_checkpoint`, safe loading, keys and head checked).
@@ -77,7 +81,7 @@ class MnistCNN(Classifier):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# CIFAR ResNets (He et al. 2016) with the 32x32 stem: one 3x3 conv, no max-pool
+# ResNets (He et al. 2016): the CIFAR stem (one 3x3 conv, no max-pool) or, above 64 px, the ImageNet stem
 # ----------------------------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1):
@@ -96,12 +100,20 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(Classifier):
-    """ResNet-18/34 for 32x32 inputs; ``h`` is the 512-d global-average-pooled output of the last stage."""
+class ResNet(Classifier):
+    """ResNet-18/34; ``h`` is the 512-d global-average-pooled output of the last stage. The stem follows the
+    input size: CIFAR's (3x3 conv, stride 1) up to 64 px, ImageNet's (7x7 conv stride 2, max-pool) above."""
 
-    def __init__(self, blocks: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 3):
+    IMAGENET_STEM_ABOVE = 64
+
+    def __init__(self, blocks: tuple[int, int, int, int], num_classes: int = 10, in_channels: int = 3,
+                 image_size: int = 32):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        self.imagenet_stem = image_size > self.IMAGENET_STEM_ABOVE
+        if self.imagenet_stem:
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         stages, cin = [], 64
         for i, n in enumerate(blocks):
@@ -116,6 +128,8 @@ class CifarResNet(Classifier):
 
     def trunk(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
+        if self.imagenet_stem:
+            x = F.max_pool2d(x, 3, 2, 1)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -123,15 +137,15 @@ class CifarResNet(Classifier):
         return self.trunk(x)
 
 
-class ProjectedResNet34(CifarResNet):
-    """BOOD's image encoder: CIFAR ResNet-34 followed by Linear(512, 768).
+class ProjectedResNet34(ResNet):
+    """BOOD's image encoder: ResNet-34 followed by Linear(512, 768).
 
     The 768-d output lives in the same space as the diffusion model's token embeddings (eq. 2 of BOOD):
     it is the feature the boundary walks move, so it is ``features(x)`` here and the head reads it.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dim: int = 768):
-        super().__init__((3, 4, 6, 3), num_classes, in_channels)
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, dim: int = 768, image_size: int = 32):
+        super().__init__((3, 4, 6, 3), num_classes, in_channels, image_size)
         self.project = nn.Linear(512, dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -317,10 +331,10 @@ class TimmClassifier(Classifier):
 # ----------------------------------------------------------------------------------------------------------
 ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
     "mnist_cnn": lambda num_classes, **kw: MnistCNN(num_classes, **kw),
-    "resnet18": lambda num_classes, **kw: CifarResNet((2, 2, 2, 2), num_classes, **kw),
+    "resnet18": lambda num_classes, **kw: ResNet((2, 2, 2, 2), num_classes, **kw),
     "wrn40_2": lambda num_classes, **kw: WideResNet(40, 2, num_classes, **kw),
     "densenet100": lambda num_classes, **kw: DenseNetBC(100, 12, num_classes, **kw),
-    "resnet34": lambda num_classes, **kw: CifarResNet((3, 4, 6, 3), num_classes, **kw),
+    "resnet34": lambda num_classes, **kw: ResNet((3, 4, 6, 3), num_classes, **kw),
     "resnet34_768": lambda num_classes, **kw: ProjectedResNet34(num_classes, **kw),
     "densenet121": lambda num_classes, **kw: TorchvisionDenseNet121(num_classes, **kw),
     "bit_s_r101x1": lambda num_classes, **kw: TimmClassifier("resnetv2_101x1_bit", num_classes, **kw),
@@ -328,12 +342,20 @@ ARCHITECTURES: dict[str, Callable[..., Classifier]] = {
 }
 
 
-def build_model(arch: str, num_classes: int, *, checkpoint: str | Path | None = None, **kw) -> Classifier:
-    """Build ``arch`` with a ``num_classes``-way head (random init unless ``checkpoint`` is given)."""
+#: the architectures whose stem follows the input size (the others are built for one resolution)
+SIZED_STEM = ("resnet18", "resnet34", "resnet34_768")
+
+
+def build_model(arch: str, num_classes: int, *, checkpoint: str | Path | None = None,
+                image_size: int | None = None, **kw) -> Classifier:
+    """Build ``arch`` with a ``num_classes``-way head (random init unless ``checkpoint`` is given).
+    ``image_size``: the input resolution, which picks the ResNets' stem (:data:`SIZED_STEM`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if image_size is not None and arch in SIZED_STEM:
+        kw["image_size"] = image_size
     model = ARCHITECTURES[arch](num_classes, **kw)
     model.arch = arch
     if checkpoint is not None:

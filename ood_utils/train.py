@@ -375,7 +375,7 @@ def get_classifier(profile: str = "mini", dataset: str | None = None, arch: str 
     num_classes = data.ID_DATASETS[dataset].num_classes
     device = cfg.torch_device
     profiles.seed_everything(cfg.seed)  # the initial weights depend on the seed only
-    model = build_model(arch, num_classes)
+    model = build_model(arch, num_classes, image_size=data.ID_DATASETS[dataset].image_size)
     info = {"profile": profile, "dataset": dataset, "arch": arch, "seed": cfg.seed, "smoke": cfg.smoke}
 
     if cfg.checkpoint:

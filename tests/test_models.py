@@ -104,3 +104,22 @@ def test_timm_native_checkpoint_is_renamed(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), native(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", models.SIZED_STEM)
+def test_resnet_stem_follows_the_input_size(arch):
+    """32 px: CIFAR stem (full resolution into stage 1); 224 px: ImageNet stem (4x smaller per side)."""
+    seen = {}
+    for size in (32, 224):
+        model = build_model(arch, 5, image_size=size).eval()
+        stage1 = []
+        model.layer1.register_forward_hook(lambda m, i, o: stage1.append(o.shape[-1]))
+        with torch.no_grad():
+            h = model.features(torch.randn(2, 3, size, size))
+        assert h.shape == (2, feature_dim(model))
+        seen[size] = (model.imagenet_stem, stage1[0])
+    assert seen == {32: (False, 32), 224: (True, 56)}
+
+
+def test_image_size_is_ignored_by_fixed_resolution_archs():
+    assert feature_dim(build_model("mnist_cnn", 10, image_size=28, in_channels=1)) == 128

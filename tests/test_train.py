@@ -117,7 +117,7 @@ def test_amp_is_ignored_on_cpu_and_accuracy(tmp_path):
 @pytest.fixture
 def fake_data(monkeypatch, tmp_path):
     mod = types.ModuleType("ood_utils.data")
-    mod.ID_DATASETS = {"mnist5k": SimpleNamespace(name="mnist5k", num_classes=10)}
+    mod.ID_DATASETS = {"mnist5k": SimpleNamespace(name="mnist5k", num_classes=10, image_size=28)}
     mod.calls = []
 
     def get_dataset(name, split="train", *, train_transform=False, max_n=None, seed=0, id_dataset=None):

@@ -58,11 +58,11 @@ class LatentEncoder(models.Classifier):
 
 
 def build_latent_encoder(arch: str, anchors: Anchors | torch.Tensor, temperature: float = 1.0,
-                         in_channels: int | None = None) -> LatentEncoder:
+                         in_channels: int | None = None, image_size: int | None = None) -> LatentEncoder:
     """The encoder of ``arch`` with a projection to the anchor dimension and the cosine head."""
     vectors = anchors.vectors if isinstance(anchors, Anchors) else anchors
     num_classes, dim = vectors.shape
-    kw = {} if in_channels is None else {"in_channels": in_channels}
+    kw = {"image_size": image_size} | ({} if in_channels is None else {"in_channels": in_channels})
     if arch == "resnet34_768":      # the paper's ResNet-34 already ends in Linear(512, dim)
         backbone = models.build_model(arch, num_classes, dim=dim, **kw)
         project = nn.Identity()
@@ -106,7 +106,7 @@ def train_latent_encoder(cfg, dataset: str, anchors: Anchors, *, arch: str | Non
     if len(anchors.class_names) != info.num_classes:
         raise ValueError(f"{len(anchors.class_names)} anchors for {info.num_classes} classes of {dataset!r}")
     profiles.seed_everything(cfg.seed)
-    model = build_latent_encoder(arch, anchors, temperature, in_channels=info.channels)
+    model = build_latent_encoder(arch, anchors, temperature, in_channels=info.channels, image_size=info.image_size)
     ckpt = checkpoint_path(cfg, dataset, arch, anchors.vectors, temperature)
     train_set = data.get_dataset(dataset, "train", train_transform=True, max_n=cfg.max_train, seed=cfg.seed)
     loader = train_mod._make_loader(train_set, cfg, train=True)

@@ -242,7 +242,8 @@ def _start_model(cfg, setting, init: str, seed: int):
         base, _ = base_classifier(cfg, setting)
         return base, features.model_fingerprint(base)
     profiles.seed_everything(seed)
-    model = build_model(setting[1], data.ID_DATASETS[setting[0]].num_classes).to(cfg.torch_device)
+    info = data.ID_DATASETS[setting[0]]
+    model = build_model(setting[1], info.num_classes, image_size=info.image_size).to(cfg.torch_device)
     return model, "scratch"
 
 
