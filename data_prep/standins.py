@@ -174,9 +174,14 @@ def write_tiny_images(folder: Path) -> None:
     np.save(folder / "300K_random_images.npy", rgb_images("aux_patches", TINY_IMAGES, (32, 32), seed=15))
 
 
+#: training images per class of ImageNet-10 (one elsewhere): GReg's fine-tuning step takes 16 ID images
+IMAGENET10_TRAIN_PER_CLASS = 4
+
+
 def write_imagenet(folder: Path) -> None:
     """``train/<wnid>/`` and ``val/<wnid>/`` for all 1,000 classes, one small JPEG each (ImageFolder needs
-    every class it is asked for: ImageNet-10, -100 and the auxiliary pool read subsets of this folder)."""
+    every class it is asked for: ImageNet-10, -100 and the auxiliary pool read subsets of this folder), and
+    :data:`IMAGENET10_TRAIN_PER_CLASS` training images for each of ImageNet-10's classes."""
     from PIL import Image
 
     wnids = real.imagenet1k_wnids()
@@ -192,6 +197,9 @@ def write_imagenet(folder: Path) -> None:
         for split, name in (("train", f"{wnid}_{i}.JPEG"), ("val", f"ILSVRC2012_val_{i + 1:08d}.JPEG")):
             (folder / split / wnid).mkdir(parents=True, exist_ok=True)
             (folder / split / wnid / name).write_bytes(blobs[(i + (split == "val")) % len(blobs)])
+        if wnid in real.IMAGENET10_WNIDS:
+            for j in range(1, IMAGENET10_TRAIN_PER_CLASS):
+                (folder / "train" / wnid / f"{wnid}_{i}_{j}.JPEG").write_bytes(blobs[(i + 2 * j) % len(blobs)])
 
 
 WRITERS: dict[str, Callable[[Path], None]] = {
