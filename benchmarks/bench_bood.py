@@ -3,6 +3,7 @@
     python benchmarks/bench_bood.py                       # CPU: boundary batching, mini decoder, tiny SD path
     python benchmarks/bench_bood.py --sd-size full        # GPU: an SD-v1.4-sized UNet + VAE, fp16, 512x512
     python benchmarks/bench_bood.py --only boundary --classes 100 --per-class 50
+    python benchmarks/bench_bood.py --only budget         # the mini decoder's budget: time vs class fidelity
 
 1. Boundary identification (eq. 3) over all ID features at once (``bood.boundary_steps`` on the whole
    matrix) vs the paper's per-feature loop (the same function on one feature at a time), on CIFAR-100-shaped
@@ -16,6 +17,10 @@
    512x512, 50 steps, and compares with the paper's throughput (100,000 images in about 7.5 h = 3.7 img/s);
    ``--sd-size small`` runs that same builder at narrow widths on a CPU. Random weights make noise images;
    only the timing is meaningful.
+4. The mini decoder's budget (``--only budget``), on the real ``mini`` latent space of MNIST-5k: training time
+   and class fidelity (the share of decoded ID features that the base classifier reads as their own class)
+   of the previous budget (1,000 + 3,000 steps on one CPU thread), the same on every thread, and the
+   profile's budget; ratios against the first.
 """
 from __future__ import annotations
 
@@ -91,6 +96,38 @@ def bench_mini_ldm(n_images: int, cond_dim: int, train_steps: int) -> dict:
             "images_per_s": n_images / t_sample, "train_s_per_step": per_step,
             "projected_train_s": per_step * (config.ae_steps + config.denoiser_steps),
             "params": sum(p.numel() for p in model.parameters())}
+
+
+# ------------------------------------------------------------------------------------------ 4. decoder budget
+
+def bench_ldm_budget(budgets=((1000, 3000, 1), (1000, 3000, None), (800, 2000, None)), n_check: int = 1000) -> dict:
+    """(autoencoder steps, denoiser steps, threads: 1 or None = torch's default) -> seconds and class fidelity."""
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    from ood_utils import data, profiles, train
+    from ood_utils.bood import decoders, experiments, walks
+    from ood_utils.bood.regularize import with_values
+
+    cfg, ds = profiles.resolve("mini", "bood"), "mnist5k"
+    space = experiments.latent_space(cfg, ds, progress=False)
+    base = train.get_classifier(cfg=with_values(cfg, id_dataset=ds), dataset=ds, progress=False)[0]
+    images01 = decoders._train_images(cfg, ds)
+    info = data.ID_DATASETS[ds]
+    feats = decoders.encode(space.encoder, mini_ldm.to_normalised(images01, info.mean[0], info.std[0]))
+    z, y = torch.as_tensor(space.train.feats).float()[:n_check], np.asarray(space.train.labels)[:n_check]
+    rows = []
+    for ae, den, threads in budgets:
+        config = mini_ldm.LDMConfig(ae_steps=ae, denoiser_steps=den)
+        with profiles.one_cpu_thread() if threads == 1 else nullcontext():
+            t, (model, _) = timed(lambda: mini_ldm.train_mini_ldm(images01, feats, config, seed=0, progress=False))
+        fidelity = float((walks.classify(base, model.sample(z, seed=0), ds).argmax(1) == y).mean())
+        rows.append({"ae_steps": ae, "denoiser_steps": den, "threads": threads or torch.get_num_threads(),
+                     "train_s": t, "class_fidelity": fidelity})
+    for r in rows:
+        r["time_vs_first"] = r["train_s"] / rows[0]["train_s"]
+    return {"rows": rows}
 
 
 # ------------------------------------------------------------------------------------------ 3. SD path
@@ -169,7 +206,8 @@ def bench_sd(size: str, n_images: int, batch_size: int, steps: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=("boundary", "mini", "sd"), default=("boundary", "mini", "sd"))
+    ap.add_argument("--only", nargs="+", choices=("boundary", "mini", "sd", "budget"),
+                    default=("boundary", "mini", "sd"))
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--dim", type=int, default=768)
@@ -193,6 +231,9 @@ def main(argv=None) -> int:
         rows["sd"] = bench_sd(args.sd_size, args.sd_images or (64 if full else 16), args.sd_batch or (16 if full else 8),
                               args.sd_steps)
         print(json.dumps(rows["sd"], indent=1), flush=True)
+    if "budget" in args.only:
+        rows["budget"] = bench_ldm_budget()
+        print(json.dumps(rows["budget"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
