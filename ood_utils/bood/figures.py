@@ -43,15 +43,17 @@ def latent_map(feats, labels, anchors, class_names, *, outliers=None, ax=None, m
     return ax.figure
 
 
-def per_set_bars(frame: pd.DataFrame, id_dataset: str, metric: str = "auroc", ax=None):
-    """Mean +- std over seeds of ``metric`` (percent) per OOD set, one bar per method."""
+def per_set_points(frame: pd.DataFrame, id_dataset: str, metric: str = "auroc", ax=None):
+    """Mean +- std over seeds of ``metric`` (percent) per OOD set, one point per method (points, not bars:
+    the AUROC axis is zoomed to the data, and a bar on a zoomed axis exaggerates its length)."""
     import seaborn as sns
 
     sub = frame[(frame["id_dataset"] == id_dataset) & ~frame["dataset"].isin(["id"])].copy()
     sub["value"] = sub[metric] * 100
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 3.6))
-    sns.barplot(data=sub, x="dataset", y="value", hue="method", errorbar="sd", ax=ax, capsize=0.1)
+    sns.pointplot(data=sub, x="dataset", y="value", hue="method", errorbar="sd", dodge=0.4, linestyle="none",
+                  capsize=0.1, ax=ax)
     ax.set(xlabel="", ylabel=f"{metric.upper()} (%)", title=f"{id_dataset}: {metric.upper()} per OOD set, mean ± std over seeds")
     ax.tick_params(axis="x", rotation=30)
     if metric == "auroc":
