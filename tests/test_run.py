@@ -74,6 +74,7 @@ def test_run_order_outputs_manifest_resume_and_force(tmp_path, fixtures_dir, pac
     assert f"python {sys.executable}" in hello
     assert "steps 3 total 6" in _stream_text(out / "10_steps.ipynb")
     assert "bar-in-a-batch-run" not in _all_outputs(out / "00_hello.ipynb")   # progress bars are off
+    assert "widget-frame 2" in hello     # an interact's first frame is a plain output of its cell
     assert "hello mini 0" in (out / "logs" / "00_hello.log").read_text()
 
     manifest = _manifest(out)

@@ -199,13 +199,50 @@ def _failing_cell(output: Path, err: BaseException) -> tuple[int | None, str, st
     return (getattr(err, "cell_index", None) if first else None), first.strip(), ename, evalue
 
 
+ENGINE_NAME = "ood-kit"
+
+
+def _register_engine() -> None:
+    """Register the papermill engine the runner executes with: papermill's own, minus nbclient's stand-in
+    for the ipywidgets ``Output`` widget.
+
+    Every ``interact`` draws into an ``Output`` widget. nbclient mimics a browser for it: each output the
+    kernel sends is copied into the widget's state and sent back to the kernel on the shell socket, the
+    socket on which nbclient is at that moment waiting for the cell's reply. That send-while-waiting
+    sometimes leaves the wait blocked after the kernel has finished (an open nbclient defect; here it
+    stopped notebook 31 under ``paper`` at its widget cell). Without the stand-in nothing is sent during a
+    cell, and the widget's first frame lands in the cell as an ordinary output, which every static
+    rendering of the executed copy shows; in JupyterLab the widget works as before.
+    """
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, logger, papermill_engines, remove_args
+
+    class BatchClient(PapermillNotebookClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.widget_registry = {}      # widgets are still recorded; none is mimicked
+
+    class BatchEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
+            return BatchClient(nb_man, timeout=execution_timeout, startup_timeout=start_timeout,
+                               kernel_name=kernel_name, log=logger, log_output=log_output,
+                               stdout_file=stdout_file, stderr_file=stderr_file, **kwargs).execute()
+
+    papermill_engines.register(ENGINE_NAME, BatchEngine)
+
+
 def _execute(src: Path, output: Path, log: Path, params: dict, progress: bool, timeout: int | None) -> None:
     import papermill as pm
 
+    _register_engine()
     log.write_text(f"# {src.name}  parameters={params}  started={_now()}\n")
     with open(log, "a") as f:  # append mode: the kernel process writes to the same file
         pm.execute_notebook(
             str(src), str(output), parameters=params, kernel_name=KERNEL_NAME, language="python",
+            engine_name=ENGINE_NAME,
             cwd=str(src.parent),
             progress_bar=progress, stdout_file=f, stderr_file=f, request_save_on_cell_execute=True,
             execution_timeout=timeout, kernel_manager_class=_kernel_manager_class(stderr=f),
