@@ -15,7 +15,9 @@ digits and patches with arbitrary labels), the downloads themselves, or GPU spee
 Each notebook runs on its own, so one failure does not hide the others; the time table is printed and
 written to ``<out>/rehearsal.csv`` and ``<out>/rehearsal.md``; the exit status is 1 if any run failed.
 ``--variants`` adds the runs that the default parameters do not reach (:data:`VARIANTS`: the ImageNet
-paths, with random-weight checkpoints where a path needs user weights).
+paths, with random-weight checkpoints where a path needs user weights), under ``paper`` only: they are
+the paper's ImageNet tables, and ``quick`` would run the same code again (smoke mode sets the epochs and
+sample counts that tell the two profiles apart).
 """
 from __future__ import annotations
 
@@ -39,13 +41,14 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class Variant:
-    """An extra run: the notebooks matching ``only`` with ``params``; ``checkpoint`` = (arch, num_classes)
-    of a random-weight checkpoint passed as the ``checkpoint`` parameter."""
+    """An extra run: the notebooks matching ``only`` with ``params``, under ``profile``; ``checkpoint`` =
+    (arch, num_classes) of a random-weight checkpoint passed as the ``checkpoint`` parameter."""
 
     label: str
     only: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: tuple[str, int] | None = None
+    profile: str = "paper"
 
 
 # Paths of the paper profiles that the notebooks' default parameters do not take.
@@ -143,11 +146,13 @@ def plan(profiles: list[str], only: list[str] | None, device: str, variants: boo
     chosen = matching(notebooks, only) if only else notebooks
     runs = [(p, nb, {"device": device}, "", None) for p in profiles for nb in chosen]
     if variants:
+        wanted = sorted({v.profile for v in VARIANTS})
+        if not set(wanted) & set(profiles):
+            raise ValueError(f"the variants run under {', '.join(wanted)}: add it to --profiles")
         for v in VARIANTS:
             for nb in matching(notebooks, v.only):
-                if only and nb not in chosen:
-                    continue
-                runs += [(p, nb, {"device": device, **v.params}, v.label, v.checkpoint) for p in profiles]
+                if v.profile in profiles and not (only and nb not in chosen):
+                    runs.append((v.profile, nb, {"device": device, **v.params}, v.label, v.checkpoint))
     return runs
 
 

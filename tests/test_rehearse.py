@@ -47,13 +47,16 @@ def test_plan_covers_every_notebook_and_profile_and_adds_variants_on_request():
     runs = rehearse.plan(["quick", "paper"], None, "cpu", variants=False)
     assert [(p, nb) for p, nb, *_ in runs] == [(p, nb) for p in ("quick", "paper") for nb in notebooks]
     assert all(params == {"device": "cpu"} for _, _, params, _, _ in runs)
-    with_variants = rehearse.plan(["quick"], None, "cpu", variants=True)
+    with_variants = rehearse.plan(["quick", "paper"], None, "cpu", variants=True)
     extra = [r for r in with_variants if r[3]]
     reachable = [v for v in rehearse.VARIANTS for _ in rehearse.matching(notebooks, v.only)]
-    assert len(extra) == len(reachable)
-    for _, nb, params, label, ckpt in extra:
+    assert len(extra) == len(reachable) > 0          # each variant once, under its own profile
+    for profile, nb, params, label, ckpt in extra:
         variant = next(v for v in rehearse.VARIANTS if v.label == label)
+        assert profile == variant.profile == "paper"
         assert params == {"device": "cpu", **variant.params} and ckpt == variant.checkpoint
+    with pytest.raises(ValueError, match="the variants run under paper"):
+        rehearse.plan(["quick"], None, "cpu", variants=True)
 
 
 def test_bad_requests_fail_before_any_work(tmp_path):
