@@ -5,10 +5,11 @@ import io
 
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from data_prep import REGISTRY, standins
 from data_prep.cli import main as data_prep_main
-from ood_utils import data
+from ood_utils import data, profiles
 from ood_utils.data import real
 
 
@@ -96,12 +97,22 @@ def test_random_checkpoint_loads_into_its_architecture(tmp_path):
     models.load_checkpoint(models.build_model("resnet18", 10), path)
 
 
-@pytest.mark.parametrize("id_dataset", ["cifar10", "cifar100", "imagenet10", "imagenet100"])
-def test_every_class_has_a_training_image(on_standins, id_dataset):
-    """Class-mean detectors (NME, Mahalanobis) and per-class anchors need every ID class in training."""
-    ds = data.get_dataset(id_dataset, "train")
-    labels = {int(ds[i][1]) for i in range(len(ds))} if id_dataset.startswith("cifar") else set(ds.targets)
-    assert labels == set(range(data.ID_DATASETS[id_dataset].num_classes))
+def _train_labels(ds) -> set[int]:
+    if isinstance(ds, Subset):
+        return {_targets(ds.dataset)[i] for i in ds.indices}
+    return set(_targets(ds))
+
+
+def _targets(ds) -> list[int]:
+    return ds.targets if hasattr(ds, "targets") else [int(ds[i][1]) for i in range(len(ds))]
+
+
+@pytest.mark.parametrize("id_dataset", ["cifar10", "cifar100", "imagenet10", "imagenet100", "imagenet1k"])
+def test_every_class_has_a_training_image_within_the_smoke_cap(on_standins, id_dataset):
+    """Class-mean detectors (NME, Mahalanobis) and per-class anchors need every ID class in training, also
+    after smoke mode caps the training set."""
+    ds = data.get_dataset(id_dataset, "train", max_n=profiles.SMOKE_CAPS["max_train"])
+    assert _train_labels(ds) == set(range(data.ID_DATASETS[id_dataset].num_classes))
 
 
 def test_check_disjoint_on_a_real_benchmark_reads_every_image_and_finds_a_planted_copy(tmp_path, monkeypatch):
