@@ -142,13 +142,14 @@ def _checkpoint(cfg, dataset: str, name: str, seed: int, beta: float, phi_hidden
     return paths.cache_dir("bood", cfg.profile, "classifiers") / f"{key}.pt"
 
 
-def _initial_model(cfg, dataset: str, num_classes: int, channels: int, image_size: int) -> nn.Module:
+def _initial_model(cfg, dataset: str) -> nn.Module:
     """``reg_init='base'``: the profile's base classifier of this dataset (cached, shared with the other
     tracks), fine-tuned; ``'scratch'``: a new network, as the paper trains."""
     if cfg.reg_init == "base":
         base, _ = train_mod.get_classifier(cfg=cfg, dataset=dataset, progress=False)
         return copy.deepcopy(base).cpu()
-    return models.build_model(cfg.arch, num_classes, in_channels=channels, image_size=image_size)
+    info = data.ID_DATASETS[dataset]
+    return models.build_model(cfg.arch, info.num_classes, in_channels=info.channels, image_size=info.image_size)
 
 
 def train_classifier(cfg, dataset: str, outlier_images01=None, *, seed: int = 0, beta: float = 2.5,
@@ -162,7 +163,7 @@ def train_classifier(cfg, dataset: str, outlier_images01=None, *, seed: int = 0,
     if outlier_images01 is not None:
         outliers = prepare_outliers(outlier_images01, info.image_size, info.channels, info.mean, info.std)
     ckpt = _checkpoint(dcfg, dataset, name, seed, beta, phi_hidden, outliers)
-    model = RegularizedClassifier(_initial_model(dcfg, dataset, info.num_classes, info.channels, info.image_size), phi_hidden)
+    model = RegularizedClassifier(_initial_model(dcfg, dataset), phi_hidden)
     profiles.seed_everything(seed)
     train_set = data.get_dataset(dataset, "train", train_transform=True, max_n=dcfg.max_train, seed=dcfg.seed)
     if outliers is not None:
