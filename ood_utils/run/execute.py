@@ -7,6 +7,7 @@ notebook, naming the cell that failed.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -202,6 +203,7 @@ def _failing_cell(output: Path, err: BaseException) -> tuple[int | None, str, st
 ENGINE_NAME = "ood-kit"
 
 
+@functools.cache
 def _register_engine() -> None:
     """Register the papermill engine the runner executes with: papermill's own, minus nbclient's stand-in
     for the ipywidgets ``Output`` widget.
