@@ -29,8 +29,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from . import metrics, paths
+from . import health as health_, metrics, paths
 
 #: the three papers, as named in the tables and records
 PAPERS = {"greg": "GReg (ECCV 2024)", "mme": "MME (BMVC 2025)", "bood": "BOOD (ICML 2025)"}
@@ -454,8 +455,8 @@ VERDICTS = ("agrees", "tie within noise", "disagrees", "undetermined")
 def verdict(delta: float, noise: float) -> str:
     """Compare a measured effect with the paper's claim. ``delta`` is the effect in the direction the paper
     claims (positive = the paper's direction, e.g. AUROC(GReg) - AUROC(Energy), or FPR95(Energy) -
-    FPR95(GReg)); ``noise`` >= 0 is the half-width of its uncertainty (two standard errors over seeds, or
-    the bootstrap half-width). "agrees" when the effect clears the noise, "disagrees" when it clears it the
+    FPR95(GReg)); ``noise`` >= 0 is the half-width of its 95% interval (the t interval over seeds, or the
+    bootstrap half-width). "agrees" when the effect clears the noise, "disagrees" when it clears it the
     other way, "tie within noise" in between; "undetermined" when there is no estimate of the noise (one
     seed): a single run cannot tell an effect from luck."""
     delta, noise = float(delta), float(noise)
@@ -481,11 +482,23 @@ def interval_verdict(lo: float, hi: float) -> str:
     return verdict((lo + hi) / 2.0, (hi - lo) / 2.0)
 
 
-def seed_verdict(better_values, worse_values, higher_is_better: bool = True) -> dict:
+def t_halfwidth(std: float, n: int, level: float = 0.95, df: float | None = None) -> float:
+    """Half-width of a ``level`` confidence interval of a mean of ``n`` values with sample std ``std``:
+    ``t_{(1+level)/2, df} * std / sqrt(n)`` with ``df = n - 1`` unless given. With 3 seeds the t quantile is
+    4.30, not the 1.96 (or "two standard errors") of a normal approximation, which would be about an 80%
+    interval there. One value has no interval (NaN)."""
+    if n < 2:
+        return float("nan")
+    df = n - 1 if df is None else df
+    return float(stats.t.ppf(0.5 + level / 2.0, df)) * float(std) / math.sqrt(n)
+
+
+def seed_verdict(better_values, worse_values, higher_is_better: bool = True, level: float = 0.95) -> dict:
     """The paper says method ``better`` beats ``worse``; both were run over seeds. Returns ``verdict``,
-    ``delta`` (mean effect in the paper's direction), ``noise`` (two standard errors of that mean: paired
-    over seeds when both have the same number of runs, as the kit runs seed i of both methods on the same
-    data order; unpaired otherwise), ``better`` / ``worse`` (mean, std) and ``n``."""
+    ``delta`` (mean effect in the paper's direction), ``noise`` (half-width of the ``level`` t interval of
+    that mean: paired over seeds when both have the same number of runs, as the kit runs seed i of both
+    methods on the same data order, df = n - 1; Welch's unpaired interval otherwise), ``lo`` / ``hi``
+    (the interval), ``better`` / ``worse`` (mean, std) and ``n``."""
     a = np.asarray(list(better_values), dtype=float)
     b = np.asarray(list(worse_values), dtype=float)
     if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
@@ -493,13 +506,17 @@ def seed_verdict(better_values, worse_values, higher_is_better: bool = True) -> 
     sign = 1.0 if higher_is_better else -1.0
     delta = sign * float(a.mean() - b.mean())
     if a.size == b.size and a.size > 1:
-        noise = 2.0 * float(np.std(a - b, ddof=1)) / math.sqrt(a.size)
+        noise = t_halfwidth(float(np.std(a - b, ddof=1)), a.size, level)
     elif a.size > 1 and b.size > 1:
-        noise = 2.0 * math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se > 0 else 1.0
+        noise = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
     else:
         noise = float("nan")
-    return {"verdict": verdict(delta, noise), "delta": delta, "noise": noise,
-            "better": metrics.mean_std(a), "worse": metrics.mean_std(b), "n": int(min(a.size, b.size))}
+    return {"verdict": verdict(delta, noise), "delta": delta, "noise": noise, "lo": delta - noise,
+            "hi": delta + noise, "better": metrics.mean_std(a), "worse": metrics.mean_std(b),
+            "n": int(min(a.size, b.size))}
 
 
 # ---------------------------------------------------------------------------------------------- claims
@@ -510,7 +527,14 @@ ID_DISPLAY = {"mnist5k": "MNIST-5k", "mnist6": "MNIST-6 (digits 0-5)", "cifar10"
               "imagenet1k": "ImageNet-1K"}
 #: columns of a claims file and of :func:`claims`
 CLAIM_COLUMNS = ("paper", "claim", "setting", "paper_value", "ours", "ours_lo", "ours_hi", "unit", "verdict",
-                 "note", "profile")
+                 "note", "profile", "kind", "role", "diagnosis")
+#: what a claim asserts: an improvement (the method is better), no harm (it is not worse, e.g. ID accuracy
+#: kept), or a property (a statement about the data or the method, e.g. a covariance inequality); they are
+#: counted apart
+CLAIM_KINDS = ("improvement", "no harm", "property")
+#: "primary": the one metric that decides the claim (counted); "supporting": the same comparison in
+#: another metric or average, shown beside it and not counted again
+CLAIM_ROLES = ("primary", "supporting")
 
 
 def setting_label(cfg=None, *, profile: str | None = None, id_dataset: str | None = None,
@@ -527,13 +551,23 @@ def setting_label(cfg=None, *, profile: str | None = None, id_dataset: str | Non
 
 def claim(paper: str, claim: str, *, ours: float, verdict: str, cfg=None, ours_lo: float | None = None,
           ours_hi: float | None = None, paper_value=None, unit: str = "", note: str = "",
-          setting: str | None = None, profile: str | None = None) -> dict:
+          setting: str | None = None, profile: str | None = None, kind: str = "improvement",
+          role: str = "primary", diagnosis: str = "", health=None) -> dict:
     """One tested claim of a paper: the paper's value (a number or the paper's words), ours with its
-    interval, the verdict (one of :data:`VERDICTS`), labelled with the setting that ran."""
+    interval, the verdict (one of :data:`VERDICTS`), labelled with the setting that ran.
+
+    ``kind`` (:data:`CLAIM_KINDS`) and ``role`` (:data:`CLAIM_ROLES`) say how the claim is counted;
+    ``diagnosis`` says why the verdict came out as it did (e.g. "far-OOD at ceiling", "aux inactive: 5%
+    inside margins"). ``health``: the :class:`ood_utils.health.Health` of the training runs the claim rests
+    on; if any failed, the verdict becomes "undetermined" and the diagnosis "training failed: ..."."""
     if _key(paper) not in PAPERS:
         raise ValueError(f"unknown paper {paper!r}; valid: {', '.join(PAPERS)}")
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if kind not in CLAIM_KINDS:
+        raise ValueError(f"kind must be one of {CLAIM_KINDS}, got {kind!r}")
+    if role not in CLAIM_ROLES:
+        raise ValueError(f"role must be one of {CLAIM_ROLES}, got {role!r}")
     if not isinstance(claim, str) or not claim.strip():
         raise ValueError("claim must be a sentence saying what the paper claims")
     ours = float(ours)
@@ -542,10 +576,16 @@ def claim(paper: str, claim: str, *, ours: float, verdict: str, cfg=None, ours_l
     bounds = [None if v is None else float(v) for v in (ours_lo, ours_hi)]
     if (bounds[0] is None) != (bounds[1] is None) or (bounds[0] is not None and bounds[0] > bounds[1]):
         raise ValueError(f"give both ours_lo <= ours_hi or neither, got {ours_lo}, {ours_hi}")
+    if health is not None:
+        healths = [health] if isinstance(health, health_.Health) else list(health)
+        failure = health_.failure_diagnosis(healths)
+        if failure:
+            verdict, diagnosis = "undetermined", failure + (f"; {diagnosis}" if diagnosis else "")
     return {"paper": _key(paper), "claim": claim.strip(), "setting": setting or setting_label(cfg),
             "paper_value": "" if paper_value is None else str(paper_value), "ours": ours,
             "ours_lo": bounds[0], "ours_hi": bounds[1], "unit": unit, "verdict": verdict, "note": note,
-            "profile": profile or getattr(cfg, "profile", None) or "mini"}
+            "profile": profile or getattr(cfg, "profile", None) or "mini", "kind": kind, "role": role,
+            "diagnosis": str(diagnosis)}
 
 
 def claims_dir(profile: str) -> Path:
@@ -562,19 +602,26 @@ def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Saved:
     wrong = sorted(set(frame["profile"]) - {profile})
     if wrong:
         raise ValueError(f"saving under profile {profile!r} claims made with profile(s) {wrong}")
-    bad = sorted(set(frame["verdict"]) - set(VERDICTS))
-    if bad:
-        raise ValueError(f"unknown verdict(s) {bad}; valid: {VERDICTS}")
+    for column, valid in (("verdict", VERDICTS), ("kind", CLAIM_KINDS), ("role", CLAIM_ROLES)):
+        bad = sorted(set(frame[column].dropna()) - set(valid))
+        if bad:
+            raise ValueError(f"unknown {column}(s) {bad}; valid: {valid}")
     return _write_per_setting(frame, claims_dir(profile), notebook)
 
 
 def claims(profile: str) -> pd.DataFrame:
     """Every notebook's claims of ``profile``, one table: paper, claim, setting, paper's value, ours with
     its interval, verdict, and the notebook that tested it (empty, with those columns, before any run)."""
-    frames = [pd.read_csv(csv, dtype={"paper_value": str, "note": str, "unit": str}, keep_default_na=False,
+    frames = [pd.read_csv(csv, dtype={"paper_value": str, "note": str, "unit": str, "diagnosis": str},
+                          keep_default_na=False,
                           na_values={"ours": [""], "ours_lo": [""], "ours_hi": [""]}).assign(notebook=_notebook_of(csv))
               for csv in sorted(claims_dir(profile).glob("*.csv"))]
     columns = [*CLAIM_COLUMNS, "notebook"]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=float if c.startswith("ours") else object) for c in columns})
-    return pd.concat(frames, ignore_index=True)[columns]
+    frame = pd.concat(frames, ignore_index=True)
+    # claim files written before a column existed read as the column's default
+    for column, default in (("kind", "improvement"), ("role", "primary"), ("diagnosis", "")):
+        if column not in frame:
+            frame[column] = default
+    return frame[columns]

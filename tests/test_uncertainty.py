@@ -171,3 +171,34 @@ def test_the_all_at_once_bootstrap_equals_recomputing_each_resample(rounded):
     # aupr has no shortcut: it is recomputed per resample from the same draws
     lo, hi = metrics.bootstrap_ci(a, b, "aupr_in", n_boot=60, seed=5)
     assert lo <= metrics.aupr_in(a, b) <= hi
+
+
+def test_seed_verdict_uses_the_t_quantile_not_two_standard_errors():
+    # paired differences 0.02, 0.05, 0.08: mean 0.05, sd 0.03, n 3 -> half-width t(0.975, 2) * 0.03 / sqrt(3)
+    v = results.seed_verdict([0.82, 0.85, 0.88], [0.80, 0.80, 0.80])
+    assert v["noise"] == pytest.approx(4.302653 * 0.03 / math.sqrt(3), rel=1e-5)
+    assert (v["lo"], v["hi"]) == pytest.approx((0.05 - v["noise"], 0.05 + v["noise"]))
+    # two standard errors (0.035) would call this effect of 0.04 an agreement; the 95% t interval does not
+    v = results.seed_verdict([0.81, 0.84, 0.87], [0.80, 0.80, 0.80])
+    assert v["delta"] == pytest.approx(0.04) and 2 * 0.03 / math.sqrt(3) < 0.04 < v["noise"]
+    assert v["verdict"] == "tie within noise"
+    assert results.t_halfwidth(1.0, 1) != results.t_halfwidth(1.0, 1)  # NaN: one value has no interval
+    assert results.t_halfwidth(1.0, 5) == pytest.approx(2.776445 / math.sqrt(5), rel=1e-5)
+
+
+def test_claim_on_a_failed_run_is_undetermined_with_the_reason():
+    from ood_utils import health
+    bad = health.assess("beta=2.5 seed 0", [health.accuracy_check(0.653, 0.982)])
+    good = health.assess("energy seed 0", [health.accuracy_check(0.98, 0.982)])
+    row = results.claim("bood", "BOOD beats Energy", ours=0.1, verdict="agrees", setting="s",
+                        health=[good, bad], diagnosis="near-OOD")
+    assert row["verdict"] == "undetermined"
+    assert row["diagnosis"].startswith("training failed: beta=2.5 seed 0: ID accuracy 0.653 vs base 0.982")
+    assert row["diagnosis"].endswith("; near-OOD")
+    kept = results.claim("bood", "BOOD beats Energy", ours=0.1, verdict="agrees", setting="s", health=good)
+    assert kept["verdict"] == "agrees" and kept["diagnosis"] == ""
+    assert (kept["kind"], kept["role"]) == ("improvement", "primary")
+    with pytest.raises(ValueError, match="kind"):
+        results.claim("bood", "x", ours=0.1, verdict="agrees", setting="s", kind="better")
+    with pytest.raises(ValueError, match="role"):
+        results.claim("bood", "x", ours=0.1, verdict="agrees", setting="s", role="main")
