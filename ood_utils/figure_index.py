@@ -198,9 +198,9 @@ def scan_package(package: Path, notebooks: Iterable[Path]) -> list[Figure]:
 
 def collect(notebooks_dir: Path | None = None, package: Path | None = None) -> list[Figure]:
     """Every figure of the kit, in notebook order, each (name, notebook) once."""
-    from . import paths, run
+    from . import paths
 
-    notebooks = run.find_notebooks(notebooks_dir or paths.notebooks_dir())
+    notebooks = paths.find_notebooks(notebooks_dir)
     package = package or Path(__file__).resolve().parent
     figures = [f for nb in notebooks for f in scan_notebook(nb)] + scan_package(package, notebooks)
     order = {nb.stem: i for i, nb in enumerate(notebooks)}

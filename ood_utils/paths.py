@@ -55,6 +55,16 @@ def notebooks_dir() -> Path:
     return REPO_ROOT / "notebooks"
 
 
+NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+
+
+def find_notebooks(folder: Path | str | None = None) -> list[Path]:
+    """The kit's notebooks ``NN_<topic>.ipynb`` (in ``folder``, default :func:`notebooks_dir`), in numeric
+    order (``00_...`` first)."""
+    folder = Path(folder) if folder is not None else notebooks_dir()
+    return sorted(folder.glob(NOTEBOOK_GLOB), key=lambda p: p.name)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Atomic writes: every file the kit writes (checkpoints, caches, figures, records, manifests) goes through
 # here, so an interrupted run leaves the old file or the new one, never half of one.

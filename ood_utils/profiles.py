@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
+
+from .threads import one_cpu_thread  # noqa: F401  (kept importable from here: profiles.one_cpu_thread)
 
 PROFILES = ("mini", "quick", "paper")
 SMOKE_ENV = "OOD_KIT_SMOKE"
@@ -287,24 +288,3 @@ def resolve_device(name: str = "auto"):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but no CUDA GPU is visible; use device='auto' or 'cpu'")
     return device
-
-
-@contextmanager
-def one_cpu_thread(device=None):
-    """Run small tensor work on one CPU thread (a context manager, or a decorator): tiny MLPs, K-Means on a
-    few hundred points, LAPACK on a D x D matrix. Their parallel parts synchronise threads more often than
-    they compute, and far worse when another process holds one of the cores (measured on a loaded 2-core
-    machine: a 2048 x 2048 eigendecomposition 25 s instead of 1.2 s, a k=128 clustering 26 s instead of
-    0.5 s). Wider work (the mini decoder's 256-wide MLPs on batches of 256) gains from every thread on an
-    idle machine (1.5x with two) and keeps them. A GPU ``device`` is left alone."""
-    import torch
-
-    if device is not None and torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg.blas
 import torch
 
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 
 #: bytes one block of temporary results may take (rows x columns x 4 bytes)
 BLOCK_BYTES = 256 * 2**20

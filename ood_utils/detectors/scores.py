@@ -13,7 +13,7 @@ import torch
 
 from . import _numerics as nx
 from . import ranges as rg
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 from .base import Detector
 
 #: smallest positive float32: stands in for a zero norm or distance in a denominator

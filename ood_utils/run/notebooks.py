@@ -7,19 +7,12 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .. import paths, profiles
-
-NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+from .. import profiles
+from ..paths import NOTEBOOK_GLOB, find_notebooks  # noqa: F401  (the runner's names for them)
 
 
 class RunError(ValueError):
     """The request cannot be run (unknown parameter, no matching notebook, ...). Raised before any work."""
-
-
-def find_notebooks(notebooks_dir: Path | str | None = None) -> list[Path]:
-    """The kit's notebooks, in numeric order (``00_...`` first)."""
-    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.notebooks_dir()
-    return sorted(folder.glob(NOTEBOOK_GLOB), key=lambda p: p.name)
 
 
 def select(notebooks: Sequence[Path], only: Iterable[str] | None) -> list[Path]:
