@@ -5,6 +5,21 @@
     plots.image_grid(images, nrow=8, ax=ax)
     plots.savefig(fig, "mini_benchmark", cfg.profile)   # -> figures/mini/mini_benchmark.png
 
+Colours: one palette for the whole kit, :data:`PALETTE`, read through :func:`color`. A colour means one
+thing: each *method* (MSP, Energy, ODIN, ReAct, DICE, MME, GReg, BOOD, OE, POEM, ...), each *OOD group*
+(ID, near, far, aux), each *verdict* of a claim (agrees, tie within noise, disagrees, undetermined) and
+each *source* of a number (reproduced, paper) has its own, the same in every notebook::
+
+    ax.plot(x, y, color=plots.color("method", "GReg"), label="GReg")
+    ax.hist(s_near, color=plots.color("group", "near"))
+    ax.legend(handles=plots.legend_handles("group", ["ID", "near", "far"]))
+
+Names are matched without regard to case, spaces or a trailing "-OOD" (``"near-OOD"`` is ``"near"``);
+an unknown name is an error that names the known ones (add a new method to ``PALETTE["method"]`` rather
+than picking a colour by hand). Colour a figure by one kind only: the same hue is used in two kinds (near-OOD
+and GReg are both vermillion), never twice in one kind. ``COLORS`` (Okabe-Ito) stays the cycle for lines
+that are none of these (classes, seeds, panels).
+
 Helpers: ``image_grid`` (a mosaic of images), ``heatmap`` (a matrix with its values written in the cells),
 ``interval_dots`` (one dot and its interval per method: numbers that differ in the third decimal),
 ``place_labels`` (labels on a scatter plot that avoid each other), ``bar_compare`` (reproduced beside
@@ -24,6 +39,68 @@ from . import paths
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+#: the kit's one palette: kind -> name (lower case) -> colour
+PALETTE: dict[str, dict[str, str]] = {
+    "method": {
+        # the three papers' methods
+        "greg": "#D55E00", "greg+": "#CC79A7", "mme": "#009E73", "bood": "#E69F00",
+        # the classifier and the post-hoc scores it is compared with
+        "base classifier": "#7F7F7F", "msp": "#56B4E9", "energy": "#0072B2", "mls": "#88CCEE",
+        "odin": "#DDCC77", "mahalanobis": "#6699CC", "knn": "#999933", "vim": "#332288",
+        "react": "#CC6677", "dice": "#882255", "ash-s": "#AA4499", "scale": "#44AA99", "vra": "#117733",
+        "nme+": "#EE7733", "co+": "#4B0092",
+        # training with outliers: the baselines of GReg and BOOD
+        "oe": "#B8860B", "energy loss": "#1A5E8A", "poem": "#8C564B", "dos": "#E377C2",
+        "dreamood": "#BCBD22", "vos": "#17BECF", "npos": "#9467BD",
+    },
+    "group": {"id": "#000000", "near": "#D55E00", "far": "#0072B2", "aux": "#999999"},
+    "verdict": {"agrees": "#009E73", "tie within noise": "#9A9A9A", "disagrees": "#D55E00",
+                "undetermined": "#56B4E9"},
+    "source": {"reproduced": "#0072B2", "paper": "#BBBBBB"},
+}
+
+#: other spellings of the same name
+ALIASES: dict[str, dict[str, str]] = {
+    "method": {"base": "base classifier", "baseline": "base classifier", "maxlogit": "mls", "max logit": "mls",
+               "ash": "ash-s", "energy score": "energy", "energy-ft": "energy loss", "energy fine-tune": "energy loss",
+               "outlier exposure": "oe", "greg plus": "greg+", "nme": "nme+", "co": "co+"},
+    "group": {"in-distribution": "id", "near-ood": "near", "far-ood": "far", "auxiliary": "aux"},
+    "verdict": {"tie": "tie within noise"},
+    "source": {"ours": "reproduced", "published": "paper"},
+}
+
+
+def _key(kind: str, name: str) -> str:
+    if kind not in PALETTE:
+        raise ValueError(f"unknown colour kind {kind!r}; kinds: {', '.join(PALETTE)}")
+    key = " ".join(str(name).lower().split())
+    return ALIASES[kind].get(key, key)
+
+
+def color(kind: str, name: str) -> str:
+    """The kit's colour of a method, OOD group, verdict or source (``color("group", "near")``), as a hex
+    string; every notebook colours the same name the same way."""
+    key = _key(kind, name)
+    if key not in PALETTE[kind]:
+        raise KeyError(f"no {kind} colour for {name!r}; known: {', '.join(PALETTE[kind])} "
+                       f"(add it to plots.PALETTE[{kind!r}])")
+    return PALETTE[kind][key]
+
+
+def colors(kind: str, names: Sequence[str]) -> list[str]:
+    """:func:`color` of each name, e.g. a seaborn ``palette`` or the bar colours of a grouped plot."""
+    return [color(kind, n) for n in names]
+
+
+def legend_handles(kind: str, names: Sequence[str], labels: Sequence[str] | None = None):
+    """Legend patches for ``names`` in their kit colours (``ax.legend(handles=...)``), labelled ``labels``
+    or the names themselves."""
+    from matplotlib.patches import Patch
+
+    labels = list(names) if labels is None else list(labels)
+    return [Patch(color=color(kind, n), label=str(lab)) for n, lab in zip(names, labels)]
+
 
 STYLE = {
     "figure.figsize": (6.4, 4.0),
@@ -164,9 +241,9 @@ def bar_compare(ax, labels: Sequence[str], reproduced: Sequence[float], paper: S
     theirs = np.array([np.nan if v is None else v for v in paper], dtype=float)
     if not len(ours) == len(theirs) == len(labels):
         raise ValueError(f"got {len(labels)} labels, {len(ours)} reproduced and {len(theirs)} paper values")
-    ax.bar(x - width / 2, ours, width, yerr=errors, capsize=3, label="reproduced", color=COLORS[0])
+    ax.bar(x - width / 2, ours, width, yerr=errors, capsize=3, label="reproduced", color=color("source", "reproduced"))
     known = np.isfinite(theirs)
-    ax.bar(x[known] + width / 2, theirs[known], width, label="paper", color=COLORS[1])
+    ax.bar(x[known] + width / 2, theirs[known], width, label="paper", color=color("source", "paper"))
     ax.set_xticks(x, labels=[str(label) for label in labels], rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.legend(ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above the bars, never on them
@@ -232,18 +309,28 @@ def place_labels(ax, xs, ys, labels, fontsize: float = 8, weights=None, avoid=No
 
 
 def interval_dots(ax, labels: Sequence[str], values, lo=None, hi=None, *, highlight: Sequence[str] = (),
-                  paper=None, paper_label: str = "paper", xlabel: str = "", digits: int = 3):
-    """One row per label: a dot at ``values`` with its interval [lo, hi] as a line, ``highlight`` labels in
-    orange, and (optionally) ``paper`` values as hollow diamonds: the plot for numbers that differ in the
-    third decimal, where a bar's length would only show where its axis was cut. Values are written beside
-    the dots with ``digits`` decimals; ``paper_label`` names the diamonds (say which setting they come
-    from). Returns the axes."""
+                  colors: Sequence[str] | None = None, paper=None, paper_label: str = "paper", xlabel: str = "",
+                  digits: int = 3, chance: float | None = None):
+    """One row per label: a dot at ``values`` with its interval [lo, hi] as a line, and (optionally)
+    ``paper`` values as hollow diamonds: the plot for numbers that differ in the third decimal, where a bar's
+    length would only show where its axis was cut. ``colors`` gives each row its colour (e.g.
+    ``plots.colors("group", groups)``); without it the rows are ``COLORS[0]`` and the ``highlight`` labels
+    ``COLORS[3]``, whose labels are also set in bold. ``chance`` draws a dotted reference line there (0.5
+    for an AUROC). Values are written beside the dots with ``digits`` decimals; ``paper_label`` names the
+    diamonds (say which setting they come from). Returns the axes."""
     values = np.asarray(values, dtype=float)
     n = len(labels)
     if values.shape != (n,):
         raise ValueError(f"got {n} labels and {values.shape} values")
     y = np.arange(n)[::-1]  # first label at the top
-    colors = [COLORS[3] if label in set(highlight) else COLORS[0] for label in labels]
+    if colors is None:
+        colors = [COLORS[3] if label in set(highlight) else COLORS[0] for label in labels]
+    elif len(colors) != n:
+        raise ValueError(f"got {n} labels and {len(colors)} colours")
+    if chance is not None:
+        ax.axvline(chance, color="#777777", ls=":", lw=1, zorder=1)
+        ax.annotate("chance", (chance, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                    textcoords="offset points", fontsize=7, color="#777777", va="top")
     if lo is not None and hi is not None:
         lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
         ax.hlines(y, lo, hi, colors=colors, lw=2.2, alpha=0.6)
@@ -259,6 +346,9 @@ def interval_dots(ax, labels: Sequence[str], values, lo=None, hi=None, *, highli
         ax.annotate(f"{v:.{digits}f}", (right, yy), xytext=(6, 0), textcoords="offset points", va="center",
                     fontsize=8, annotation_clip=False)
     ax.set_yticks(y, labels=[str(label) for label in labels])
+    for tick, label in zip(ax.get_yticklabels(), labels):
+        if label in set(highlight):
+            tick.set_fontweight("bold")
     ax.set_xlabel(xlabel)
     ax.grid(axis="y", visible=False)
     return ax

@@ -56,3 +56,45 @@ def test_heatmap_and_bar_compare():
     plots.bar_compare(b, ["Energy", "GReg"], [0.9, 0.95], [0.91, None], ylabel="AUROC")
     assert len(b.patches) == 3  # the missing paper value draws no bar
     plt.close(fig)
+
+
+def test_one_colour_per_name_within_each_kind():
+    for kind, mapping in plots.PALETTE.items():
+        assert len(set(mapping.values())) == len(mapping), f"two {kind}s share a colour"
+        assert all(c.startswith("#") and len(c) == 7 for c in mapping.values())
+        for alias, target in plots.ALIASES[kind].items():
+            assert target in mapping, f"{kind} alias {alias!r} points at nothing"
+    from ood_utils import results
+    assert set(results.VERDICTS) == set(plots.PALETTE["verdict"])      # every verdict the kit gives has one
+
+
+def test_color_matches_spellings_and_rejects_unknown_names():
+    assert plots.color("method", "GReg") == plots.color("method", " greg ") == plots.PALETTE["method"]["greg"]
+    assert plots.color("group", "near-OOD") == plots.color("group", "near") != plots.color("group", "far")
+    assert plots.color("group", "ID") == plots.PALETTE["group"]["id"]
+    assert plots.color("method", "baseline") == plots.color("method", "base classifier")
+    assert plots.colors("verdict", ["agrees", "tie"]) == [plots.PALETTE["verdict"]["agrees"],
+                                                         plots.PALETTE["verdict"]["tie within noise"]]
+    with pytest.raises(KeyError, match="known: .*greg"):
+        plots.color("method", "my new method")
+    with pytest.raises(ValueError, match="kinds: method"):
+        plots.color("colour", "near")
+
+
+def test_legend_handles_and_interval_dots_use_the_palette():
+    import matplotlib.colors as mcolors
+
+    handles = plots.legend_handles("group", ["ID", "near"], ["ID test", "near-OOD"])
+    assert [h.get_label() for h in handles] == ["ID test", "near-OOD"]
+    assert mcolors.to_hex(handles[1].get_facecolor()) == plots.color("group", "near").lower()
+    fig, ax = plt.subplots()
+    groups = ["near", "far", "near"]
+    plots.interval_dots(ax, ["a", "b", "c"], [0.6, 0.99, 0.7], [0.55, 0.98, 0.65], [0.65, 1.0, 0.75],
+                        colors=plots.colors("group", groups), highlight=["c"], chance=0.5)
+    dots = ax.collections[-1].get_facecolors()
+    assert [mcolors.to_hex(c) for c in dots] == [plots.color("group", g).lower() for g in groups]
+    assert any(line.get_xdata()[0] == 0.5 for line in ax.get_lines())           # the chance line
+    assert [t.get_fontweight() for t in ax.get_yticklabels()][2] == "bold"     # "c" is highlighted
+    with pytest.raises(ValueError, match="colours"):
+        plots.interval_dots(ax, ["a", "b"], [0.6, 0.7], colors=["#000000"])
+    plt.close(fig)
