@@ -315,6 +315,12 @@ def test_html_renderings_and_index_link_notebooks_and_figures(tmp_path, fixtures
     assert 'src="figures/mme_fig2_fixture_mini.png"' in index  # a copy: the folder can be shared on its own
     assert (html_dir / "figures" / figure.name).read_bytes() == figure.read_bytes()
     assert "mirrors: MME Fig. 2" in index  # from the figure's name, as in figures/README.md
+    from ood_utils.run.handout import remote_references
+    for page in html_dir.glob("*.html"):                                 # every handout works offline
+        assert remote_references(page.read_text()) == [], page.name
+    assert (html_dir / "mathjax" / "MathJax.js").is_file()
+    assert 'href="20_plot.html"' in hello.split("</nav>")[0]             # 00's next notebook
+    assert "open the\nnotebook in Jupyter" in hello                       # the widget's place
 
     # a skipped notebook keeps its rendering; a deleted one is rebuilt without re-running the notebook
     (html_dir / "00_hello.html").unlink()
@@ -368,3 +374,78 @@ def test_a_notebook_reading_the_results_reruns_after_the_notebooks_before_it(tmp
     assert _statuses(run_notebooks("mini", params={"value": 2}, **kw)) == {"15_records": "ok", "30_reads": "ok"}
     assert _manifest(out)["notebooks"]["30_reads"]["reason"] == "results of other notebooks changed"
     assert "15_records.csv" in _stream_text(out / "30_reads.ipynb")
+
+
+# ------------------------------------------------------------------------------------------------ handouts
+
+def _executed_notebook(path):
+    """A small executed notebook as the runner leaves it: maths, a figure-free output and a widget."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 42 · Energy\n\n*Liu et al., a paper, 2020.*\n\nThe energy $E(x) = -\\log\\sum_c e^{f_c(x)}$ of "
+                                              "a **classifier**.\n\n**What it needs.** a CPU, a minute."),
+                nbformat.v4.new_markdown_cell("## 1 · The score\n\n$$S(x) = -E(x)$$"),
+                nbformat.v4.new_code_cell("w", outputs=[nbformat.v4.new_output(
+                    "display_data", data={"application/vnd.jupyter.widget-view+json":
+                                          {"model_id": "abc", "version_major": 2, "version_minor": 0},
+                                          "text/plain": "interactive(...)"})])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"abc": {}}, "version_major": 2,
+                                                                            "version_minor": 0}}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_remote_references_finds_scripts_styles_and_imports():
+    from ood_utils.run.handout import remote_references
+
+    page = ('<script src="https://cdn.example/require.js"></script><link rel="stylesheet" href="//cdn.example/a.css">'
+            '<style>@import "https://fonts.example/f.css"; .x{background:url(http://img.example/b.png)}</style>'
+            '<script type="module">await import("https://cdn.example/mermaid.mjs")</script>'
+            '<script src="mathjax/MathJax.js"></script><a href="https://example.org/paper">a link is fine</a>')
+    assert remote_references(page) == ["https://cdn.example/require.js", "//cdn.example/a.css",
+                                       "https://fonts.example/f.css", "http://img.example/b.png",
+                                       "https://cdn.example/mermaid.mjs"]
+
+
+def test_a_handout_loads_nothing_remote_and_opens_with_its_header(tmp_path):
+    pytest.importorskip("nbconvert")
+    from ood_utils.run import handout, html
+
+    executed = _executed_notebook(tmp_path / "42_energy.ipynb")
+    nb = nbformat.read(str(executed), as_version=4)
+    assert handout.outline(nb) == ("42 · Energy", "The energy $E(x) = -\\log\\sum_c e^{f_c(x)}$ of a **classifier**.",
+                                   "**What it needs.** a CPU, a minute.", ["1 · The score"])
+    top = handout.header(nb, "42_energy", {"seconds": 61.7, "parameters": {"profile": "mini"}, "finished": "today"},
+                         {"device": "cpu", "cpus": 2}, *handout.neighbours(["00_a", "42_energy", "90_z"], "42_energy"))
+    page = html.render(executed, tmp_path / "html" / "42_energy.html", top).read_text()
+    assert handout.remote_references(page) == []
+    assert 'src="mathjax/MathJax.js?config=' in page and "STIX-Web" in page
+    assert page.index('class="kit-handout"') < page.index("The score")           # the header comes first
+    assert 'href="00_a.html"' in page and 'href="90_z.html"' in page and 'href="index.html"' in page
+    assert "62 s on cpu (2 CPU cores)" in page and "<b>classifier</b>" in page and "1 · The score" in page
+    assert "open the\nnotebook in Jupyter" in page                                 # the widget's place
+
+
+def test_mathjax_is_copied_once_with_what_a_handout_loads(tmp_path):
+    from ood_utils.run import handout
+
+    try:
+        handout.mathjax_source()
+    except RuntimeError:
+        pytest.skip("jupyter-server-mathjax is not installed")
+    copy = handout.install_mathjax(tmp_path)
+    for part in ("MathJax.js", "config/TeX-AMS-MML_HTMLorMML-full.js", "config/Safe.js",
+                 "jax/output/HTML-CSS/fonts/STIX-Web/fontdata.js", "fonts/HTML-CSS/STIX-Web/woff/STIXMathJax_Main-Regular.woff"):
+        assert (copy / part).is_file(), part
+    assert not (copy / "extensions" / "a11y").exists()
+    assert handout.folder_size(copy) < 5_000_000
+    (copy / "MathJax.js").write_text("changed")                                   # the stamp says it is there
+    assert handout.install_mathjax(tmp_path) == copy and (copy / "MathJax.js").read_text() == "changed"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_neighbours_in_numeric_order():
+    from ood_utils.run.handout import neighbours
+
+    assert neighbours(["10_b", "00_a", "90_c"], "00_a") == (None, "10_b")
+    assert neighbours(["10_b", "00_a", "90_c"], "10_b") == ("00_a", "90_c")
+    assert neighbours(["10_b", "00_a", "90_c"], "90_c") == ("10_b", None)

@@ -113,6 +113,7 @@ def environment() -> dict[str, Any]:
         "papermill": _version("papermill"),
         "versions": freshness.installed_versions(),
         "device": _device_name(),
+        "cpus": os.cpu_count(),
         "smoke": profiles.smoke_mode(),
     }
 

@@ -1,26 +1,32 @@
 """HTML renderings of the executed notebooks and an index page: a run that opens in any browser.
 
-    runs/<profile>/html/<name>.html    one executed notebook, outputs and figures embedded
+    runs/<profile>/html/<name>.html    one executed notebook (a handout), outputs and figures embedded
     runs/<profile>/html/index.html     every notebook of the profile: status, time, rendering, its figures
     runs/<profile>/html/figures/       copies of the profile's figures, so the folder stands alone
+    runs/<profile>/html/mathjax/       the formulas' typesetter, so the folder needs no network
 
 For workshops: after ``python -m ood_utils.run``, open ``index.html`` (or serve the folder with
-``python -m http.server``); nothing needs Jupyter. Rendered with nbconvert's HTMLExporter.
+``python -m http.server``); nothing needs Jupyter or the network. Each handout opens with what its notebook
+teaches, the time its run took and links to the previous and next notebook. Rendered with nbconvert's
+HTMLExporter through the kit's ``handout`` template (``templates/handout``), which loads no remote script.
 """
 from __future__ import annotations
 
 import html
 import importlib.util
 import os
+import re
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
 from .. import paths
+from . import handout
 
 FOLDER = "html"
 INDEX = "index.html"
 FIGURES = "figures"  # copies of the profile's figures: the html folder stands alone
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def available() -> bool:
@@ -28,12 +34,18 @@ def available() -> bool:
     return importlib.util.find_spec("nbconvert") is not None
 
 
-def render(executed: Path, target: Path) -> Path:
-    """Write the HTML rendering of one executed notebook (images embedded, so the file stands alone)."""
+def render(executed: Path, target: Path, header: str | None = None) -> Path:
+    """Write the handout of one executed notebook: images embedded, MathJax from ``mathjax/`` beside it (see
+    :func:`handout.install_mathjax`), ``header`` (HTML) at the top; nothing is loaded from the network."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(executed), as_version=4))
+    exporter = HTMLExporter(template_name="handout", extra_template_basedirs=[str(TEMPLATES)],
+                            mathjax_url=handout.mathjax_url())
+    nb = nbformat.read(str(executed), as_version=4)
+    resources = {"handout_header": header if header is not None else handout.header(nb, executed.stem, {}, {},
+                                                                                      None, None)}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     paths.write_bytes(target, body.encode())
     return target
 
@@ -43,19 +55,38 @@ def update(out: Path, profile: str, manifest: dict, fresh: list, notebooks_dir=N
     if not available():
         print("note: no HTML renderings (nbconvert is not installed: pip install nbconvert)", file=sys.stderr)
         return None
+    import nbformat
+
     folder = out / FOLDER
+    try:
+        handout.install_mathjax(folder)
+    except (RuntimeError, OSError) as err:  # the pages still render; their formulas stay TeX source
+        print(f"warning: handouts without MathJax ({err})", file=sys.stderr)
     fresh_names = {run.name for run in fresh}
-    for name in manifest.get("notebooks", {}):
+    entries = manifest.get("notebooks", {})
+    rendered = sorted(name for name in entries if (out / f"{name}.ipynb").exists())
+    for name in rendered:
         executed, target = out / f"{name}.ipynb", folder / f"{name}.html"
-        if not executed.exists():
-            continue
         stale = not target.exists() or target.stat().st_mtime < executed.stat().st_mtime
-        if name in fresh_names or stale:
+        if name in fresh_names or stale or _links_changed(target, handout.neighbours(rendered, name)):
             try:
-                render(executed, target)
+                nb = nbformat.read(str(executed), as_version=4)
+                top = handout.header(nb, name, entries[name], manifest.get("environment", {}),
+                                     *handout.neighbours(rendered, name))
+                render(executed, target, top)
             except Exception as err:  # a rendering problem must not fail a run that succeeded
                 print(f"warning: could not render {executed} to HTML ({type(err).__name__}: {err})", file=sys.stderr)
     return write_index(out, profile, manifest, notebooks_dir)
+
+
+def _links_changed(target: Path, neighbours: tuple[str | None, str | None]) -> bool:
+    """Whether a handout's previous / next links no longer name the notebooks rendered beside it (a notebook
+    run later in another call of the runner)."""
+    if not target.exists():
+        return True
+    nav = target.read_text(errors="replace").split("</nav>", 1)[0]
+    linked = [name for name in re.findall(r'href="([^"/]+)\.html"', nav) if name != "index"]
+    return linked != [name for name in neighbours if name is not None]
 
 
 def _figures(profile: str, notebooks_dir) -> dict[str, list[tuple[Path, str]]]:
