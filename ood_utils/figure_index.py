@@ -6,7 +6,7 @@ it). A name written as an f-string keeps its fields, ``greg_fig3_{cfg.id_dataset
 What a figure mirrors comes from, first match wins:
 
 1. a comment on the ``savefig`` line or the line above it: ``# mirrors: GReg Fig. 1a (energy surface)``;
-2. the name: ``<paper>_fig<N>``, ``_table<N>``, ``_eq<N>``, ``_alg<N>``, ``_prop<N>`` (``mme_fig5_sensitivity``
+2. the name (after its notebook's number, ``NN_``): ``<paper>_fig<N>``, ``_table<N>``, ``_eq<N>``, ``_alg<N>``, ``_prop<N>`` (``mme_fig5_sensitivity``
    -> MME Fig. 5);
 3. the notebook's section the call sits in, when its heading names the paper's element in parentheses
    (``## 4. Walking across the boundary (Fig. 2)`` in ``31_bood_...`` -> BOOD Fig. 2);
@@ -15,6 +15,7 @@ What a figure mirrors comes from, first match wins:
     python -m ood_utils.figure_index                              # the table on stdout
     python -m ood_utils.figure_index --write figures/README.md    # regenerate the file
     python -m ood_utils.figure_index --check figures/README.md    # exit 1 when the file is stale
+    python -m ood_utils.figure_index --misnamed                   # figures not named NN_<topic> after their notebook
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def mirrors_of(name: str, lines: list[str], lineno: int, section: str | None = N
         found = _MIRRORS_COMMENT.search(line)
         if found:
             return found.group(1)
-    paper, _, rest = name.partition("_")
+    paper, _, rest = re.sub(r"^\d\d_", "", name).partition("_")  # "31_bood_fig2_x" reads as "bood_fig2_x"
     if paper not in PAPER_NAMES:
         owner = notebook.split("_")[1] if notebook.count("_") >= 1 else ""
         return section or (f"{KIT_OWN} ({PAPER_NAMES[owner]})" if owner in PAPER_NAMES else KIT_OWN)
@@ -208,6 +209,19 @@ def collect(notebooks_dir: Path | None = None, package: Path | None = None) -> l
     return sorted(unique.values(), key=lambda f: (order.get(f.notebook, len(order)), figures.index(f)))
 
 
+def misnamed(figures: Iterable[Figure]) -> list[Figure]:
+    """The figures whose file name does not start with the number of the notebook that writes them
+    (``NN_<topic>``: ``31_bood_...`` writes ``31_walks``, not ``bood_31_walks``). A figure written by several
+    notebooks is listed for each; one that no notebook writes (credited to ``ood_utils``) has no number to
+    carry and is left out."""
+    out = []
+    for f in figures:
+        number = f.notebook.split("_", 1)[0]
+        if number.isdigit() and not f.name.startswith(f"{number}_"):
+            out.append(f)
+    return out
+
+
 def figures_by_notebook(figures: Iterable[Figure]) -> dict[str, list[Figure]]:
     out: dict[str, list[Figure]] = {}
     for f in figures:
@@ -252,7 +266,14 @@ def main(argv=None) -> int:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--write", type=Path, metavar="README", help="write the table to this file")
     group.add_argument("--check", type=Path, metavar="README", help="exit 1 if this file is not up to date")
+    group.add_argument("--misnamed", action="store_true",
+                       help="list the figures whose name does not start with their notebook's number; exit 1 if any")
     args = ap.parse_args(argv)
+    if args.misnamed:
+        wrong = misnamed(collect())
+        for f in wrong:
+            print(f"{f.notebook}: {f.name}.png ({f.site})")
+        return 1 if wrong else 0
     text = markdown(collect())
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)

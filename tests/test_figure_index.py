@@ -80,7 +80,8 @@ def test_check_flags_a_stale_file(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("name, mirrors", [("mme_fig5_sensitivity", "MME Fig. 5"), ("greg_figure3_x", "GReg Fig. 3"),
                                            ("mme_table5_6_variants", "MME Table 5, Table 6"),
                                            ("bood_fig4_2_walks", "BOOD Fig. 4, Fig. 2"),
-                                           ("mme_prop1_check", "MME Proposition 1"), ("00_metrics", fi.KIT_OWN)])
+                                           ("mme_prop1_check", "MME Proposition 1"), ("00_metrics", fi.KIT_OWN),
+                                           ("31_bood_fig2_grid", "BOOD Fig. 2"), ("12_greg_table5_x", "GReg Table 5")])
 def test_mirrors_from_the_name(name, mirrors):
     assert fi.mirrors_of(name, [""], 1) == mirrors
 
@@ -107,3 +108,26 @@ def test_section_headings_name_what_a_figure_mirrors(tmp_path):
     assert rows[("decoded_too", "31_bood_walks")] == "BOOD eq. (6), Figs. 1 and 7"
     assert rows[("own_view", "31_bood_walks")] == f"{fi.KIT_OWN} (BOOD)"
     assert rows[("bood_31_walks", "00_start")] == f"{fi.KIT_OWN} (BOOD)"  # from the name's paper prefix
+
+
+def test_misnamed_lists_figures_not_named_after_their_notebook(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder, "00_start.ipynb", 'plots.savefig(fig, "00_benchmark", cfg.profile)')
+    _notebook(folder, "31_bood_walks.ipynb", 'plots.savefig(fig, "bood_31_walks", cfg.profile)',
+              'plots.savefig(fig, f"31_walks_{ds}", cfg.profile)\nplots.savefig(fig, "310_typo")',
+              "bood.figures.draw(cfg)")
+    package = tmp_path / "pkg"
+    (package / "bood").mkdir(parents=True)
+    (package / "bood" / "figures.py").write_text(
+        "def draw(cfg):\n    plots.savefig(None, 'bood_fig2_grid', cfg.profile)\n\n\n"
+        "def unused():\n    plots.savefig(None, 'greg_orphan')\n")
+    figures = fi.collect(folder, package)
+    wrong = {(f.name, f.notebook) for f in fi.misnamed(figures)}
+    assert wrong == {("bood_31_walks", "31_bood_walks"), ("310_typo", "31_bood_walks"),
+                     ("bood_fig2_grid", "31_bood_walks")}          # a package figure counts for its caller
+    monkeypatch.setattr(fi, "collect", lambda: figures)
+    assert fi.main(["--misnamed"]) == 1
+    assert "31_bood_walks: bood_31_walks.png (cell 1)" in capsys.readouterr().out
+    monkeypatch.setattr(fi, "collect", lambda: [f for f in figures if f.name == "00_benchmark"])
+    assert fi.main(["--misnamed"]) == 0
