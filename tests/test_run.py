@@ -421,7 +421,7 @@ def test_a_handout_loads_nothing_remote_and_opens_with_its_header(tmp_path):
     assert 'src="mathjax/MathJax.js?config=' in page and "STIX-Web" in page
     assert page.index('class="kit-handout"') < page.index("The score")           # the header comes first
     assert 'href="00_a.html"' in page and 'href="90_z.html"' in page and 'href="index.html"' in page
-    assert "62 s on cpu (2 CPU cores)" in page and "<b>classifier</b>" in page and "1 · The score" in page
+    assert "took 62 s on cpu (2 CPU cores)" in page and "<b>classifier</b>" in page and "1 · The score" in page
     assert "open the\nnotebook in Jupyter" in page                                 # the widget's place
 
 

@@ -103,11 +103,13 @@ def header(nb, name: str, entry: dict, environment: dict, previous: str | None, 
         return f'<a href="{html.escape(target)}.html">{label}</a>' if target else "<span></span>"
 
     seconds = entry.get("seconds")
-    ran = (f"This rendering: profile <b>{html.escape(str(entry.get('parameters', {}).get('profile', '?')))}</b>, "
-           f"{seconds:.0f} s on {html.escape(str(environment.get('device', 'this machine')))}"
+    ran = (f"<b>Time.</b> The run behind this page (profile "
+           f"<b>{html.escape(str(entry.get('parameters', {}).get('profile', '?')))}</b>) took {seconds:.0f} s on "
+           f"{html.escape(str(environment.get('device', 'this machine')))}"
            + (f" ({environment['cpus']} CPU cores)" if environment.get("cpus") else "")
-           + f", finished {html.escape(str(entry.get('finished', '')))}."
-           if seconds is not None else "This rendering has no recorded run time.")
+           + f", finished {html.escape(str(entry.get('finished', '')))}; a first run, which trains and caches what"
+           " later runs load, takes longer."
+           if seconds is not None else "<b>Time.</b> This page has no recorded run time.")
     parts = [f'<nav>{link(previous, "&larr; " + html.escape(previous or ""))}<a href="index.html">all notebooks</a>'
              f'{link(following, html.escape(following or "") + " &rarr;")}</nav>',
              f"<h2>{html.escape(title or name)}</h2>",
