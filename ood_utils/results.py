@@ -33,8 +33,8 @@ import pandas as pd
 from . import health as health_, metrics, paths
 # the verdict statistics live in ood_utils.verdicts; results re-exports them for the notebooks
 from .verdicts import (VERDICT_COLORS, VERDICTS, all_verdict, average_verdict, bootstrap_effect,  # noqa: F401
-                       interval_verdict, pooled_auroc, seed_verdict, set_average, sweep_verdict, t_halfwidth,
-                       verdict)
+                       bootstrap_family, interval_verdict, pooled_auroc, seed_verdict, set_average, sweep_verdict,
+                       t_halfwidth, verdict)
 
 #: the three papers, as named in the tables and records
 PAPERS = {"greg": "GReg (ECCV 2024)", "mme": "MME (BMVC 2025)", "bood": "BOOD (ICML 2025)"}

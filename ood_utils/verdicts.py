@@ -6,6 +6,7 @@ AUROC(Energy), or FPR95(Energy) - FPR95(GReg)) with a 95% interval, and the inte
     verdict(delta, noise)          # "agrees" / "tie within noise" / "disagrees" / "undetermined"
     seed_verdict(a, b)             # training results over seeds: paired t interval, df = n - 1
     bootstrap_effect(sa, sb, sets) # post-hoc scores on the same images: paired bootstrap over test images
+    bootstrap_family(sa, {...}, sets)  # one detector against each of several (Bonferroni), post-hoc
     average_verdict(a, b)          # the paper's "average" column: mean over OOD sets per seed, then seeds
     sweep_verdict(runs, value)     # a sweep, pre-declared: the paper's value against each other value
     all_verdict(verdicts)          # a claim about every member of a set (every OOD set, every pair)
@@ -15,6 +16,7 @@ The results module re-exports all of them (``results.seed_verdict`` is this ``se
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -157,43 +159,80 @@ def average_verdict(better: Mapping[str, Sequence[float]], worse: Mapping[str, S
     return {**out, "per_set": pd.DataFrame(rows, columns=["dataset", "delta", "lo", "hi", "verdict"])}
 
 
-def bootstrap_effect(better: Mapping[str, np.ndarray], worse: Mapping[str, np.ndarray], sets: Sequence[str],
-                     metric: str = "auroc", n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
-    """A claim about post-hoc scores of two detectors on the *same* images (``{"id": ..., set: ...}``), one
-    run: the effect in the claimed direction (AUROC: better - worse; FPR95: worse - better) averaged over
-    ``sets`` as the papers average, with a paired percentile bootstrap interval *of that mean*. Each draw
-    resamples the ID images once (shared by every set, as the metric of every set reads the same ID scores)
-    and each OOD set on its own, and evaluates both detectors on the same draw, so the noise they share
-    cancels. Returns ``delta``, ``lo``, ``hi``, ``verdict`` and ``per_set`` ({set: delta})."""
+def _draws(n: int, name: str, n_boot: int, seed: int) -> list[np.ndarray]:
+    """``n_boot`` resamples of ``n`` indices for the set ``name`` ("id" for the ID test set): seeded by the
+    name, so every comparison and every scope of one run resamples a set the same way."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(str(name).encode())])
+    return [rng.integers(0, n, size=n) for _ in range(n_boot)]
+
+
+def _check_scores(scores: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], sets, who: str) -> None:
+    for name in ("id", *sets):
+        if name not in scores:
+            raise ValueError(f"no scores for {name!r} in {who}; it has {sorted(scores)}")
+        if np.shape(scores[name]) != np.shape(reference[name]):
+            raise ValueError(f"{name!r}: {who} must score the same images as the reference, got "
+                             f"{np.shape(scores[name])} and {np.shape(reference[name])}")
+
+
+def bootstrap_family(reference: Mapping[str, np.ndarray], others: Mapping[str, Mapping[str, np.ndarray]],
+                     sets: Sequence[str], metric: str = "auroc", n_boot: int = 200, level: float = 0.95,
+                     seed: int = 0) -> dict:
+    """A claim that one detector (``reference``, scores ``{"id": ..., set: ...}``) beats *each* of ``others``
+    (name -> scores on the same images), one run of post-hoc scores: per other detector, the effect in the
+    claimed direction (AUROC: reference - other; FPR95: other - reference) averaged over ``sets`` as the
+    papers average, with a paired percentile bootstrap interval of that mean at the Bonferroni level
+    ``1 - (1 - level) / m`` for m comparisons (the family holds at ``level``); :func:`all_verdict` combines
+    them. Each draw resamples the ID images once (every set's metric reads the same ID scores) and each OOD
+    set on its own, the same draw for every detector, so the noise they share cancels.
+
+    Returns ``verdict``, ``delta`` / ``lo`` / ``hi`` of the closest competitor, ``closest``, ``level`` and
+    ``comparisons`` (one row per other detector: name, delta, lo, hi, verdict, and ``per_set`` deltas)."""
     metrics._metric_fn(metric)
     metrics._check_bootstrap(n_boot, level)
     sets = list(sets)
-    if not sets:
-        raise ValueError("bootstrap_effect needs at least one OOD set")
-    for name in ("id", *sets):
-        if name not in better or name not in worse:
-            raise ValueError(f"no scores for {name!r}; better has {sorted(better)}, worse {sorted(worse)}")
-        if np.shape(better[name]) != np.shape(worse[name]):
-            raise ValueError(f"{name!r}: both detectors must score the same images, got "
-                             f"{np.shape(better[name])} and {np.shape(worse[name])}")
+    if not sets or not others:
+        raise ValueError("bootstrap_family needs at least one OOD set and one detector to compare with")
+    _check_scores(reference, reference, sets, "the reference")
+    for name, scores in others.items():
+        _check_scores(scores, reference, sets, repr(name))
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    fn = metrics.METRICS[metric]
-    rng = np.random.default_rng(seed)
-    n = len(better["id"])
-    id_draws = [rng.integers(0, n, size=n) for _ in range(n_boot)]
-    per_set, boot = {}, np.zeros(n_boot)
-    for name in sets:
-        per_set[name] = sign * (fn(better["id"], better[name]) - fn(worse["id"], worse[name]))
-        m = len(better[name])
-        draws = [(i, rng.integers(0, m, size=m)) for i in id_draws]
-        a = metrics._bootstrap_values(np.asarray(better["id"], float), np.asarray(better[name], float), metric, draws)
-        b = metrics._bootstrap_values(np.asarray(worse["id"], float), np.asarray(worse[name], float), metric, draws)
-        boot += sign * (a - b) / len(sets)
-    lo, hi = metrics._interval(boot, level)
-    delta = float(np.mean(list(per_set.values())))
-    # the percentile interval of a near-degenerate effect can miss the estimate by a rounding step
-    lo, hi = min(lo, delta), max(hi, delta)
-    return {"delta": delta, "lo": lo, "hi": hi, "verdict": interval_verdict(lo, hi), "per_set": per_set}
+    each = 1.0 - (1.0 - level) / len(others)
+    id_draws = _draws(len(reference["id"]), "id", n_boot, seed)
+    draws = {s: list(zip(id_draws, _draws(len(reference[s]), s, n_boot, seed))) for s in sets}
+
+    def boot(scores) -> np.ndarray:       # (n_boot,) the metric's mean over the sets on every draw
+        return np.mean([metrics._bootstrap_values(np.asarray(scores["id"], float), np.asarray(scores[s], float),
+                                                  metric, draws[s]) for s in sets], axis=0)
+
+    def point(scores) -> dict:
+        return {s: metrics.METRICS[metric](scores["id"], scores[s]) for s in sets}
+
+    ref_boot, ref_point = boot(reference), point(reference)
+    rows = []
+    for name, scores in others.items():
+        theirs = point(scores)
+        per_set = {s: sign * (ref_point[s] - theirs[s]) for s in sets}
+        delta = float(np.mean(list(per_set.values())))
+        lo, hi = metrics._interval(sign * (ref_boot - boot(scores)), each)
+        lo, hi = min(lo, delta), max(hi, delta)   # a percentile interval may miss a degenerate estimate
+        rows.append({"name": name, "delta": delta, "lo": lo, "hi": hi, "verdict": interval_verdict(lo, hi),
+                     "per_set": per_set})
+    table = pd.DataFrame(rows, columns=["name", "delta", "lo", "hi", "verdict", "per_set"])
+    closest = table.loc[table["delta"].idxmin()]
+    return {"verdict": all_verdict(table["verdict"]), "delta": float(closest["delta"]), "lo": float(closest["lo"]),
+            "hi": float(closest["hi"]), "closest": closest["name"], "level": each, "comparisons": table}
+
+
+def bootstrap_effect(better: Mapping[str, np.ndarray], worse: Mapping[str, np.ndarray], sets: Sequence[str],
+                     metric: str = "auroc", n_boot: int = 200, level: float = 0.95, seed: int = 0) -> dict:
+    """One comparison of post-hoc scores on the *same* images: :func:`bootstrap_family` with a single other
+    detector. Returns ``delta`` (the effect in the claimed direction, averaged over ``sets``), ``lo`` /
+    ``hi`` (its paired bootstrap interval), ``verdict`` and ``per_set`` ({set: delta})."""
+    fam = bootstrap_family(better, {"worse": worse}, sets, metric, n_boot, level, seed)
+    row = fam["comparisons"].iloc[0]
+    return {"delta": fam["delta"], "lo": fam["lo"], "hi": fam["hi"], "verdict": fam["verdict"],
+            "per_set": row["per_set"]}
 
 
 # ---------------------------------------------------------------------------------------------- sweeps

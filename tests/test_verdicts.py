@@ -175,3 +175,24 @@ def test_claims_table_carries_the_outcome(tmp_path, monkeypatch):
     assert list(results.claims("mini")["outcome"]) == ["reproduced", "not reproduced: tie within noise"]
     assert set(results.OUTCOME_COLORS) == set(results.OUTCOMES)
     assert set(results.VERDICT_COLORS) == set(results.VERDICTS)
+
+
+def test_bootstrap_family_is_bonferroni_and_refuted_by_one_better_detector():
+    rng = np.random.default_rng(2)
+    n = 500
+    ref = {"id": rng.normal(1.0, 1, n), "a": rng.normal(0, 1, n), "b": rng.normal(0, 1, n)}
+
+    def noisier(sd, seed):
+        r = np.random.default_rng(seed)
+        return {k: v + r.normal(0, sd, n) for k, v in ref.items()}
+
+    fam = verdicts.bootstrap_family(ref, {"x": noisier(1.0, 3), "y": noisier(0.8, 4)}, ["a", "b"], n_boot=200)
+    assert fam["verdict"] == "agrees" and fam["level"] == pytest.approx(0.975)
+    assert fam["closest"] == "y" and list(fam["comparisons"]["name"]) == ["x", "y"]
+    # the closest comparison's interval is the single comparison's at the Bonferroni level
+    alone = verdicts.bootstrap_effect(ref, noisier(0.8, 4), ["a", "b"], n_boot=200, level=0.975)
+    assert (fam["delta"], fam["lo"], fam["hi"]) == pytest.approx((alone["delta"], alone["lo"], alone["hi"]))
+    better = {k: v.copy() for k, v in ref.items()}
+    better["a"] = better["a"] - 1.0                                    # a detector that separates set a better
+    refuted = verdicts.bootstrap_family(ref, {"x": noisier(1.0, 3), "better": better}, ["a", "b"], n_boot=200)
+    assert refuted["verdict"] == "disagrees" and refuted["closest"] == "better"

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import plots
 from .assumptions import grid_matrix, noop_cells
-from .benchmark import FAMILIES, FIT_ON, PAPER_NAMES, average_table
+from .benchmark import FAMILIES, FIT_ON, PAPER_NAMES, average_table, per_set
 from .ensemble import TRUNCATION_TITLES
 from .factors import factor_label
 
@@ -28,6 +28,7 @@ FIT_ON_SHORT = {"raw": "S fitted on raw z", "truncated": "S fitted on g(z_train)
 
 def plot_covariance_gaps(cov: pd.DataFrame, ax):
     """Assumption 1 per pair and OOD set: (Cov_in - Cov_out) / |Cov_in|. Blue (> 0): the assumption holds."""
+    cov = per_set(cov)
     cov = cov.assign(pair=[f"{PAPER_NAMES.get(a, a)} · {PAPER_NAMES.get(b, b)}"
                            for a, b in zip(cov["score_a"], cov["score_b"])])
     m = cov.pivot_table(index="pair", columns="dataset", values="rel_gap", sort=False)
