@@ -30,7 +30,7 @@ from .ensemble import (COMPONENT_TITLES, TABLE5_VARIANTS, TRUNCATION_TITLES, ext
                        near_far_summary, per_set_ranks, rank, sensitivity, truncation_variants)
 from .factors import (FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, factor_table,
                       positive_factor, recombine)
-from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, plot_consistency,
+from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, mark_chance, plot_consistency,
                       plot_covariance_gaps, plot_methods, plot_near_far, plot_proposition, plot_scale_tradeoff,
                       plot_score_distributions, plot_sensitivity, plot_truncation_grid)
 from .records import (ARCH_NAMES, ID_NAMES, MINI_ANALOGUES, TABLE_IDS, analogue_table, assumption_records,
