@@ -150,13 +150,20 @@ def _plural(n: int, word: str) -> str:
 
 
 def _reasons(rows: pd.DataFrame, limit: int = 3) -> str:
-    """The most frequent diagnoses among ``rows``, e.g. "far-OOD at ceiling (2), aux inactive (1)"."""
-    reasons = rows["diagnosis"].fillna("").map(lambda d: d.split(":")[0].strip() if d.lower().startswith(
-        ("training failed", "untestable")) else d.strip())
-    counts = reasons[reasons != ""].value_counts()
+    """The most frequent reasons among ``rows``: each diagnosis's first clause (before ";"), the kind of
+    reason for "training failed: ..." / "untestable ...", e.g. "aux inactive: 5% inside margins; far-OOD at
+    ceiling (x2)"."""
+    def first(d: str) -> str:
+        d = str(d).strip()
+        return d.split(":")[0].strip() if d.lower().startswith(("training failed", "untestable")) else \
+            d.split(";")[0].strip()
+
+    counts = rows["diagnosis"].fillna("").map(first)
+    counts = counts[counts != ""].value_counts()
     if counts.empty:
         return "no diagnosis given"
-    return ", ".join(f"{r} ({n})" for r, n in counts.head(limit).items()) + (", ..." if len(counts) > limit else "")
+    text = "; ".join(r + (f" (x{n})" if n > 1 else "") for r, n in counts.head(limit).items())
+    return text + ("; ..." if len(counts) > limit else "")
 
 
 def paper_narrative(claims: pd.DataFrame, paper: str) -> str:

@@ -158,9 +158,9 @@ def test_outcome_counts_count_primary_rows_and_kinds_apart(runs):
 
     text = summary.narrative(claims)
     assert "**GReg (ECCV 2024)**: 3 claims counted (2 improvements, 1 no-harm claim), 1 supporting row" in text
-    assert "1 the opposite way (aux inactive: 5% inside margins (1))" in text
-    assert "1 claim untestable here (untestable here (1))" in text
-    assert "1 claim on a failed training (training failed (1))" in text
+    assert "1 the opposite way (aux inactive: 5% inside margins)" in text
+    assert "1 claim untestable here (untestable here)" in text
+    assert "1 claim on a failed training (training failed)" in text
 
     listed = summary.claims_by_outcome(claims)
     assert len(listed) == len(claims)                                        # every row is listed
