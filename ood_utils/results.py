@@ -29,9 +29,12 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import health as health_, metrics, paths
+# the verdict statistics live in ood_utils.verdicts; results re-exports them for the notebooks
+from .verdicts import (VERDICT_COLORS, VERDICTS, all_verdict, average_verdict, bootstrap_effect,  # noqa: F401
+                       bootstrap_family, interval_verdict, pooled_auroc, seed_verdict, set_average, sweep_verdict,
+                       t_halfwidth, verdict)
 
 #: the three papers, as named in the tables and records
 PAPERS = {"greg": "GReg (ECCV 2024)", "mme": "MME (BMVC 2025)", "bood": "BOOD (ICML 2025)"}
@@ -446,79 +449,6 @@ def summary_table(profile: str, paper: str, table) -> pd.DataFrame:
     return wide.reindex(index=rows, columns=pd.MultiIndex.from_tuples(cols, names=wide.columns.names))
 
 
-# ---------------------------------------------------------------------------------------------- verdicts
-
-#: what a claim of a paper can come to, measured with the run's uncertainty
-VERDICTS = ("agrees", "tie within noise", "disagrees", "undetermined")
-
-
-def verdict(delta: float, noise: float) -> str:
-    """Compare a measured effect with the paper's claim. ``delta`` is the effect in the direction the paper
-    claims (positive = the paper's direction, e.g. AUROC(GReg) - AUROC(Energy), or FPR95(Energy) -
-    FPR95(GReg)); ``noise`` >= 0 is the half-width of its 95% interval (the t interval over seeds, or the
-    bootstrap half-width). "agrees" when the effect clears the noise, "disagrees" when it clears it the
-    other way, "tie within noise" in between; "undetermined" when there is no estimate of the noise (one
-    seed): a single run cannot tell an effect from luck."""
-    delta, noise = float(delta), float(noise)
-    if not math.isfinite(delta):
-        raise ValueError(f"delta must be finite, got {delta}")
-    if math.isnan(noise):
-        return "undetermined"
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
-    if delta > noise:
-        return "agrees"
-    if delta < -noise:
-        return "disagrees"
-    return "tie within noise"
-
-
-def interval_verdict(lo: float, hi: float) -> str:
-    """:func:`verdict` from a (95%) interval of the claimed-direction effect: above 0 agrees, below 0
-    disagrees, straddling 0 is a tie within noise."""
-    lo, hi = float(lo), float(hi)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"need a finite interval with lo <= hi, got ({lo}, {hi})")
-    return verdict((lo + hi) / 2.0, (hi - lo) / 2.0)
-
-
-def t_halfwidth(std: float, n: int, level: float = 0.95, df: float | None = None) -> float:
-    """Half-width of a ``level`` confidence interval of a mean of ``n`` values with sample std ``std``:
-    ``t_{(1+level)/2, df} * std / sqrt(n)`` with ``df = n - 1`` unless given. With 3 seeds the t quantile is
-    4.30, not the 1.96 (or "two standard errors") of a normal approximation, which would be about an 80%
-    interval there. One value has no interval (NaN)."""
-    if n < 2:
-        return float("nan")
-    df = n - 1 if df is None else df
-    return float(stats.t.ppf(0.5 + level / 2.0, df)) * float(std) / math.sqrt(n)
-
-
-def seed_verdict(better_values, worse_values, higher_is_better: bool = True, level: float = 0.95) -> dict:
-    """The paper says method ``better`` beats ``worse``; both were run over seeds. Returns ``verdict``,
-    ``delta`` (mean effect in the paper's direction), ``noise`` (half-width of the ``level`` t interval of
-    that mean: paired over seeds when both have the same number of runs, as the kit runs seed i of both
-    methods on the same data order, df = n - 1; Welch's unpaired interval otherwise), ``lo`` / ``hi``
-    (the interval), ``better`` / ``worse`` (mean, std) and ``n``."""
-    a = np.asarray(list(better_values), dtype=float)
-    b = np.asarray(list(worse_values), dtype=float)
-    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError(f"seed_verdict needs finite values for both methods, got {a.tolist()} and {b.tolist()}")
-    sign = 1.0 if higher_is_better else -1.0
-    delta = sign * float(a.mean() - b.mean())
-    if a.size == b.size and a.size > 1:
-        noise = t_halfwidth(float(np.std(a - b, ddof=1)), a.size, level)
-    elif a.size > 1 and b.size > 1:
-        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-        se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se > 0 else 1.0
-        noise = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
-    else:
-        noise = float("nan")
-    return {"verdict": verdict(delta, noise), "delta": delta, "noise": noise, "lo": delta - noise,
-            "hi": delta + noise, "better": metrics.mean_std(a), "worse": metrics.mean_std(b),
-            "n": int(min(a.size, b.size))}
-
-
 # ---------------------------------------------------------------------------------------------- claims
 
 #: display names of the ID datasets, for setting labels
@@ -588,6 +518,56 @@ def claim(paper: str, claim: str, *, ours: float, verdict: str, cfg=None, ours_l
             "diagnosis": str(diagnosis)}
 
 
+def sweep_claim(paper: str, text: str, runs: Mapping, paper_value, *, higher_is_better: bool = True,
+                name: str = "value", supporting: bool = True, **claim_kw) -> list[dict]:
+    """A pre-declared sweep claim as claim rows: :func:`ood_utils.verdicts.sweep_verdict` of ``runs`` (value ->
+    metric over seeds) decides the primary row ("the paper's value is at least as good as every other
+    value"; ours = its margin over the closest other value, with that comparison's interval); with
+    ``supporting``, one supporting row per other value (shown, not counted). ``name`` labels the
+    hyperparameter ("alpha"); ``claim_kw`` go to :func:`claim` (cfg, unit, paper_value, diagnosis, health,
+    ...; ``kind`` defaults to "improvement")."""
+    v = sweep_verdict(runs, paper_value, higher_is_better)
+    m = len(v["comparisons"])
+    note = (f"closest: {name}={v['closest']}; {m} comparison{'s' if m > 1 else ''} with {name}={paper_value}, "
+            f"each at {v['level']:.1%} (Bonferroni), seeds paired")
+    user_note = claim_kw.pop("note", "")
+    rows = [claim(paper, text, ours=v["delta"], ours_lo=v["lo"], ours_hi=v["hi"], verdict=v["verdict"],
+                  note=f"{user_note}; {note}" if user_note else note, **claim_kw)]
+    if supporting:
+        kw = {k: val for k, val in claim_kw.items() if k != "role"}
+        for r in v["comparisons"].itertuples(index=False):
+            rows.append(claim(paper, f"{text}: {name}={paper_value} vs {name}={r.value}", ours=r.delta,
+                              ours_lo=r.lo, ours_hi=r.hi, verdict=r.verdict, role="supporting",
+                              note=f"{r.n} paired seeds, {v['level']:.1%} interval", **kw))
+    return rows
+
+
+#: what a claim comes to once its kind and diagnosis are read (notebook 90 groups by these)
+OUTCOMES = ("reproduced", "not reproduced: tie within noise", "not reproduced: opposite effect",
+            "untestable here", "undetermined: training failed")
+#: an outcome's colour: the colour of the verdict it comes from, sky blue for "untestable here"
+OUTCOME_COLORS = dict(zip(OUTCOMES, (VERDICT_COLORS["agrees"], VERDICT_COLORS["tie within noise"],
+                                     VERDICT_COLORS["disagrees"], "#56B4E9", VERDICT_COLORS["undetermined"])))
+
+
+def outcome(verdict: str, kind: str = "improvement", diagnosis: str = "") -> str:
+    """The outcome of one claim (:data:`OUTCOMES`). A diagnosis that starts with "training failed" makes it
+    "undetermined: training failed"; one that starts with "untestable" (a premise that does not hold at this
+    scale, e.g. far-OOD at ceiling) makes it "untestable here", as does "undetermined" without a reason (no
+    noise estimate). Otherwise the verdict decides; for a "no harm" claim (ID accuracy kept, ...) a tie
+    within noise means no harm was detected, which is what the paper claims."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    reason = str(diagnosis or "").strip().lower()
+    if reason.startswith("training failed"):
+        return OUTCOMES[4]
+    if reason.startswith("untestable") or verdict == "undetermined":
+        return OUTCOMES[3]
+    if verdict == "agrees" or (verdict == "tie within noise" and kind == "no harm"):
+        return OUTCOMES[0]
+    return OUTCOMES[1] if verdict == "tie within noise" else OUTCOMES[2]
+
+
 def claims_dir(profile: str) -> Path:
     """``runs/<profile>/results/claims/``."""
     return results_dir(profile) / "claims"
@@ -611,12 +591,13 @@ def save_claims(rows: Iterable[Mapping], notebook: str, profile: str) -> Saved:
 
 def claims(profile: str) -> pd.DataFrame:
     """Every notebook's claims of ``profile``, one table: paper, claim, setting, paper's value, ours with
-    its interval, verdict, and the notebook that tested it (empty, with those columns, before any run)."""
+    its interval, verdict, kind, role, diagnosis, the notebook that tested it and the claim's
+    :func:`outcome` (empty, with those columns, before any run)."""
     frames = [pd.read_csv(csv, dtype={"paper_value": str, "note": str, "unit": str, "diagnosis": str},
                           keep_default_na=False,
                           na_values={"ours": [""], "ours_lo": [""], "ours_hi": [""]}).assign(notebook=_notebook_of(csv))
               for csv in sorted(claims_dir(profile).glob("*.csv"))]
-    columns = [*CLAIM_COLUMNS, "notebook"]
+    columns = [*CLAIM_COLUMNS, "notebook", "outcome"]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=float if c.startswith("ours") else object) for c in columns})
     frame = pd.concat(frames, ignore_index=True)
@@ -624,4 +605,6 @@ def claims(profile: str) -> pd.DataFrame:
     for column, default in (("kind", "improvement"), ("role", "primary"), ("diagnosis", "")):
         if column not in frame:
             frame[column] = default
+    frame["diagnosis"] = frame["diagnosis"].fillna("").astype(str)
+    frame["outcome"] = [outcome(v, k, d) for v, k, d in zip(frame["verdict"], frame["kind"], frame["diagnosis"])]
     return frame[columns]

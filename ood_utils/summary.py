@@ -110,19 +110,108 @@ def run_status(profile: str, notebooks_dir=None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- claims
 
+def _paper_name(paper) -> str:
+    return results.PAPERS.get(str(paper).lower(), str(paper))
+
+
+def primary(claims: pd.DataFrame) -> pd.DataFrame:
+    """The claims that count: one primary row per claim (supporting rows repeat a comparison in another
+    metric or average and are shown, not counted)."""
+    return claims[claims["role"].fillna("primary") == "primary"]
+
+
 def verdict_counts(claims: pd.DataFrame) -> pd.DataFrame:
-    """Papers x verdicts: how many claims came to each verdict (every paper and verdict, zeros included)."""
+    """Papers x verdicts: how many of the given claim rows came to each verdict (every paper and verdict,
+    zeros included). Pass :func:`primary` rows to count each claim once."""
     papers = [results.PAPERS[p] for p in results.PAPERS]
     counts = pd.DataFrame(0, index=pd.Index(papers, name="paper"), columns=list(results.VERDICTS))
     for (paper, verdict), n in claims.groupby(["paper", "verdict"]).size().items():
-        counts.loc[results.PAPERS.get(str(paper).lower(), paper), verdict] = int(n)
+        counts.loc[_paper_name(paper), verdict] = int(n)
     return counts
 
 
-def narrative(counts: pd.DataFrame) -> str:
-    """One sentence per paper, from the counts (papers without tested claims say so)."""
+def outcome_counts(claims: pd.DataFrame) -> pd.DataFrame:
+    """(paper, kind) x outcome (``results.OUTCOMES``) over the primary rows: improvements, "no harm" claims
+    and properties counted apart; every paper appears (a paper with no tested claim as one row of zeros)."""
+    rows = primary(claims)
+    index = []
+    for key, name in results.PAPERS.items():
+        kinds = [k for k in results.CLAIM_KINDS if ((rows["paper"] == key) & (rows["kind"] == k)).any()]
+        index += [(name, k) for k in kinds] or [(name, "(none tested)")]
+    counts = pd.DataFrame(0, index=pd.MultiIndex.from_tuples(index, names=["paper", "kind"]),
+                          columns=list(results.OUTCOMES))
+    for (paper, kind, outcome), n in rows.groupby(["paper", "kind", "outcome"]).size().items():
+        counts.loc[(_paper_name(paper), kind), outcome] = int(n)
+    return counts
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _reasons(rows: pd.DataFrame, limit: int = 3) -> str:
+    """The most frequent reasons among ``rows``: each diagnosis's first clause (before ";"), the kind of
+    reason for "training failed: ..." / "untestable ...", e.g. "aux inactive: 5% inside margins; far-OOD at
+    ceiling (x2)"."""
+    def first(d: str) -> str:
+        d = str(d).strip()
+        return d.split(":")[0].strip() if d.lower().startswith(("training failed", "untestable")) else \
+            d.split(";")[0].strip()
+
+    counts = rows["diagnosis"].fillna("").map(first)
+    counts = counts[counts != ""].value_counts()
+    if counts.empty:
+        return "no diagnosis given"
+    text = "; ".join(r + (f" (x{n})" if n > 1 else "") for r, n in counts.head(limit).items())
+    return text + ("; ..." if len(counts) > limit else "")
+
+
+def paper_narrative(claims: pd.DataFrame, paper: str) -> str:
+    """A short paragraph on one paper, computed from its claim rows: how many claims of each kind, how many
+    reproduced, how many not (and why), how many untestable here or resting on a failed training."""
+    name = _paper_name(paper)
+    mine = claims[claims["paper"].str.lower() == str(paper).lower()]
+    rows = primary(mine)
+    if rows.empty:
+        return f"**{name}**: no claim tested yet in this profile."
+    kinds = rows["kind"].value_counts()
+    words = {"improvement": "improvement", "no harm": "no-harm claim", "property": "property claim"}
+    kinds_text = ", ".join(_plural(int(kinds[k]), words[k]) for k in results.CLAIM_KINDS if k in kinds)
+    extra = len(mine) - len(rows)
+    text = [f"**{name}**: {_plural(len(rows), 'claim')} counted ({kinds_text})"
+            + (f", {_plural(extra, 'supporting row')} shown beside them" if extra else "")
+            + f", in {'; '.join(sorted(set(rows['setting'])))}."]
+    for kind in results.CLAIM_KINDS:
+        sub = rows[rows["kind"] == kind]
+        if sub.empty:
+            continue
+        tested = sub[~sub["outcome"].isin(results.OUTCOMES[3:])]
+        got = (tested["outcome"] == "reproduced").sum()
+        label = {"improvement": "improvements", "no harm": "no-harm claims", "property": "properties"}[kind]
+        if len(tested):
+            ties = (tested["outcome"] == results.OUTCOMES[1]).sum()
+            opposite = (tested["outcome"] == results.OUTCOMES[2]).sum()
+            sentence = f"Of the {len(tested)} {label} tested, {got} reproduced"
+            if ties:
+                sentence += f", {ties} a tie within noise"
+            if opposite:
+                why = _reasons(tested[tested["outcome"] == results.OUTCOMES[2]])
+                sentence += f", {opposite} the opposite way ({why})"
+            text.append(sentence + ".")
+    for out, says in ((results.OUTCOMES[3], "untestable here"), (results.OUTCOMES[4], "on a failed training")):
+        sub = rows[rows["outcome"] == out]
+        if len(sub):
+            text.append(f"{_plural(len(sub), 'claim')} {says} ({_reasons(sub)}).")
+    return " ".join(text)
+
+
+def narrative(claims_or_counts: pd.DataFrame) -> str:
+    """One paragraph per paper. Given the claims table: :func:`paper_narrative` for each paper. Given a
+    :func:`verdict_counts` table (the older form): one sentence per paper from the counts."""
+    if "claim" in claims_or_counts.columns:
+        return "\n\n".join(paper_narrative(claims_or_counts, p) for p in results.PAPERS)
     lines = []
-    for paper, row in counts.iterrows():
+    for paper, row in claims_or_counts.iterrows():
         total = int(row.sum())
         if total == 0:
             lines.append(f"- **{paper}**: no claim tested yet in this profile.")
@@ -142,17 +231,40 @@ def _interval(ours, lo, hi, unit) -> str:
 
 
 def claims_display(claims: pd.DataFrame) -> pd.DataFrame:
-    """The claims for reading: paper, claim, setting that ran, the paper's value, ours [95% interval], verdict."""
+    """The claims for reading, in the order given: paper, claim, setting that ran, the paper's value,
+    ours [95% interval], verdict, kind, role, outcome, the reason (diagnosis) and the notebook."""
+    def get(col, default=""):
+        return claims[col].fillna(default).to_numpy() if col in claims else default
+
     return pd.DataFrame({
-        "paper": [results.PAPERS.get(str(p).lower(), p) for p in claims["paper"]],
+        "paper": [_paper_name(p) for p in claims["paper"]],
         "claim": claims["claim"].to_numpy(),
         "setting (ran)": claims["setting"].to_numpy(),
         "paper's value": claims["paper_value"].fillna("").to_numpy(),
         "ours [95% interval]": [_interval(*r) for r in claims[["ours", "ours_lo", "ours_hi", "unit"]].itertuples(
             index=False)],
         "verdict": claims["verdict"].to_numpy(),
+        "kind": get("kind", "improvement"),
+        "role": get("role", "primary"),
+        "outcome": get("outcome"),
+        "diagnosis": get("diagnosis"),
         "notebook": claims["notebook"].to_numpy(),
     })
+
+
+def claims_by_outcome(claims: pd.DataFrame) -> pd.DataFrame:
+    """Every claim row, grouped for reading: by paper (the papers' order), then outcome (``results.OUTCOMES``
+    order), primary rows before the supporting rows of the same paper, then notebook order."""
+    if claims.empty:
+        return claims_display(claims)
+    paper_rank = {p: i for i, p in enumerate(results.PAPERS)}
+    order = claims.assign(
+        _paper=claims["paper"].str.lower().map(paper_rank).fillna(len(paper_rank)),
+        _role=(claims["role"].fillna("primary") != "primary").astype(int),
+        _outcome=claims["outcome"].map({o: i for i, o in enumerate(results.OUTCOMES)}),
+        _row=range(len(claims)))
+    order = order.sort_values(["_paper", "_role", "_outcome", "notebook", "_row"], kind="stable")
+    return claims_display(order).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------- per table views
@@ -195,9 +307,10 @@ def rank_agreement(profile: str, min_methods: int = 3) -> pd.DataFrame:
     """How well the run orders methods like the paper does: for each (table, dataset, metric) with at least
     ``min_methods`` methods that have both a reproduced and a published value, Spearman's rho between the
     two orderings (1 = same order). In ``mini`` the datasets are analogues and the averages cover other
-    sets: the ranking, not the numbers, is what can carry over."""
+    sets: the ranking, not the numbers, is what can carry over. ``over`` says what a row compares: a
+    table's average of OOD sets, one OOD set, or the ID test set (ID accuracy)."""
     cmp = results.compare(profile)
-    columns = ["paper", "table", "setting (ran)", "paper setting", "dataset", "metric", "methods", "rho"]
+    columns = ["paper", "table", "setting (ran)", "paper setting", "dataset", "over", "metric", "methods", "rho"]
     if cmp.empty:
         return pd.DataFrame(columns=columns)
     both = cmp.dropna(subset=["paper_value"])
@@ -210,9 +323,20 @@ def rank_agreement(profile: str, min_methods: int = 3) -> pd.DataFrame:
             continue
         rows.append({"paper": results.PAPERS.get(str(paper).lower(), paper), "table": table,
                      "setting (ran)": setting_of_record(setting, profile), "paper setting": g["paper_setting"].iloc[0],
-                     "dataset": dataset_label(dataset, profile), "metric": metric, "methods": len(g),
+                     "dataset": dataset_label(dataset, profile), "over": _over(dataset, setting),
+                     "metric": metric, "methods": len(g),
                      "rho": spearman(g["reproduced"].to_numpy(), g["paper_value"].to_numpy())})
     return pd.DataFrame(rows, columns=columns)
+
+
+#: what one rank comparison is taken over (:func:`rank_agreement`'s ``over`` column)
+OVER = ("average of OOD sets", "one OOD set", "ID test set")
+
+
+def _over(dataset: str, setting: str) -> str:
+    if results._dataset_key(dataset, setting) == "id":
+        return OVER[2]
+    return OVER[0] if dataset in SUMMARY_ROWS else OVER[1]
 
 
 def spearman(a, b) -> float:

@@ -68,7 +68,8 @@ def test_covariance_rows_hold_and_fail_where_built_to():
     values = {"a": {"id": x, "out": rng.standard_normal(500)},
               "b": {"id": 2 * x, "out": rng.standard_normal(500)}}  # correlated on ID only
     rows = ma.covariance_rows(values, {"out": "far"})
-    assert len(rows) == 1 and bool(rows.loc[0, "holds"])
+    assert list(rows["dataset"]) == ["out", "average", "far"]  # the set, then the summaries over it
+    assert bool(rows.loc[0, "holds"]) and (rows["cov_ood"] == rows.loc[0, "cov_ood"]).all()
     assert rows.loc[0, "cov_id"] == pytest.approx(2 * np.var(x, ddof=1))
     flipped = ma.covariance_rows({k: {"id": v["out"], "out": v["id"]} for k, v in values.items()}, {"out": "far"})
     assert not bool(flipped.loc[0, "holds"]) and flipped.loc[0, "rel_gap"] < 0
@@ -76,7 +77,8 @@ def test_covariance_rows_hold_and_fail_where_built_to():
 
 def test_score_covariances_table_is_symmetric(bench):
     cov = ma.score_covariances(bench, scores=("mls", "energy", "fdbd"))
-    assert len(cov) == 3 * 2  # 3 pairs x 2 OOD sets
+    assert len(ma.per_set(cov)) == 3 * 2  # 3 pairs x 2 OOD sets, then "average", "near", "far" per pair
+    assert len(cov) == 3 * 5
     table = ma.covariance_table(cov)
     assert list(table.index) == ["MLS", "Energy", "fDBD"]
     assert table.loc["MLS", "fDBD"] == table.loc["fDBD", "MLS"] != ""
@@ -467,3 +469,31 @@ def test_evaluate_bounds_equal_evaluate_sets(bench):
     cols = ["auroc", "fpr95", "auroc_lo", "auroc_hi", "fpr95_lo", "fpr95_hi"]
     assert list(ours["dataset"]) == list(ref["dataset"])
     assert np.allclose(ours[cols].to_numpy(float), ref[cols].to_numpy(float), atol=1e-12)
+
+
+def test_covariance_summary_interval_is_that_of_the_averaged_gap():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal(400), rng.standard_normal(400)
+    values = {"a": {"id": x, "s1": y[:200], "s2": y[200:]}, "b": {"id": x + 0.1 * y, "s1": y[:200] ** 2,
+                                                                   "s2": -y[200:]}}
+    rows = ma.covariance_rows(values, {"s1": "near", "s2": "near"}, n_boot=200).set_index("dataset")
+    mean_gap = rows.loc["average", "cov_id"] - (rows.loc["s1", "cov_ood"] + rows.loc["s2", "cov_ood"]) / 2
+    assert rows.loc["average", "cov_ood"] == pytest.approx((rows.loc["s1", "cov_ood"] + rows.loc["s2", "cov_ood"]) / 2)
+    assert rows.loc["average", "gap_lo"] < mean_gap < rows.loc["average", "gap_hi"]
+    # the sets' noise partly averages out: narrower than the mean of the two sets' intervals
+    width = lambda r: r["gap_hi"] - r["gap_lo"]  # noqa: E731
+    assert width(rows.loc["average"]) < (width(rows.loc["s1"]) + width(rows.loc["s2"])) / 2
+
+
+def test_truncation_premise_is_measured_on_total_activation(bench):
+    premise = ma.truncation_premise(bench, (None, "react", "dice", "scale"))
+    assert set(premise["truncation"]) == {"react", "dice", "scale"}
+    dice = premise[premise["truncation"] == "dice"]
+    assert np.allclose(dice["gap_raw"], dice["gap_truncated"]) and dice["holds"].all()  # DICE leaves z alone
+    react = ma.fitted_truncation(bench, "react")
+    name = next(iter(bench.ood))
+    expected = (react.transform(bench.test.feats).sum(1).mean() - react.transform(bench.ood[name].feats).sum(1).mean())
+    row = premise[(premise["truncation"] == "react") & (premise["dataset"] == name)].iloc[0]
+    assert row["gap_truncated"] == pytest.approx(expected)
+    allowed = ma.premise_truncations(premise, list(bench.ood))
+    assert "dice" in allowed and all(premise[premise["truncation"] == t]["holds"].all() for t in allowed)

@@ -67,11 +67,26 @@ def test_consistency_claims_on_constructed_ratios(cfg):
                            {"dataset": "a", "group": "near", "n": 1000, "co_scale": 0.5},
                            {"dataset": "b", "group": "near", "n": 1000, "co_scale": 0.89},
                            {"dataset": "c", "group": "far", "n": 1000, "co_scale": 0.99}])
-    near, far = mme.consistency_claims(ratios, cfg)
+    every, near, far = mme.consistency_claims(ratios, cfg)
+    assert [r["role"] for r in (every, near, far)] == ["primary", "supporting", "supporting"]
+    assert every["verdict"] == "disagrees" and every["ours"] == pytest.approx(-0.09) and every["kind"] == "property"
+    assert "c disagrees (ratio 0.990 vs ID 0.900" in every["diagnosis"]
     assert near["verdict"] == "tie within noise" and near["ours"] == pytest.approx(0.01)
     assert "smallest gap on b" in near["note"]
     assert far["verdict"] == "disagrees" and far["ours"] == pytest.approx(-0.09)
     assert near["setting"] == results.setting_label(cfg)
+
+
+def test_consistency_claim_sets_noise_apart_as_a_sanity_check(cfg):
+    ratios = pd.DataFrame([{"dataset": "mnist5k", "group": "ID", "n": 1000, "co_scale": 0.9},
+                           {"dataset": "animal_mnist", "group": "near", "n": 1000, "co_scale": 0.5},
+                           {"dataset": "textures", "group": "far", "n": 1000, "co_scale": 0.6},
+                           {"dataset": "uniform_noise", "group": "far", "n": 1000, "co_scale": 1.0}])
+    rows = mme.consistency_claims(ratios, cfg)
+    assert rows[0]["verdict"] == "agrees" and "with a counterpart in the paper" in rows[0]["claim"]
+    noise = rows[-1]
+    assert noise["role"] == "supporting" and noise["verdict"] == "disagrees"
+    assert noise["diagnosis"].startswith("no counterpart in the paper")
 
 
 def test_covariance_claims_on_constructed_rows(cfg):
@@ -79,9 +94,10 @@ def test_covariance_claims_on_constructed_rows(cfg):
     for (a, b), (lo, hi) in {("x", "y"): (0.1, 0.3), ("x", "z"): (-0.2, 0.4), ("y", "z"): (-0.5, -0.1)}.items():
         rows.append({"score_a": a, "score_b": b, "dataset": "n", "group": "near", "cov_id": 1.0, "cov_ood": 0.8,
                      "gap_lo": lo, "gap_hi": hi})
-    (claim,) = mme.covariance_claims(pd.DataFrame(rows), cfg)
+    claim, near = mme.covariance_claims(pd.DataFrame(rows), cfg)
+    assert (claim["role"], near["role"]) == ("primary", "supporting") and "averaged over" in claim["claim"]
     assert claim["verdict"] == "disagrees" and claim["ours"] == pytest.approx(1 / 3)
-    assert "y·z" in claim["note"]
+    assert "y·z" in claim["diagnosis"]
     rows[2].update(gap_lo=0.1, gap_hi=0.2)
     rows[1].update(gap_lo=0.1, gap_hi=0.2)
     assert mme.covariance_claims(pd.DataFrame(rows), cfg)[0]["verdict"] == "agrees"
@@ -95,8 +111,9 @@ def test_claim_builders_give_rows_that_save(bench, cfg, tmp_path, monkeypatch):
     values, logs = mme.mme_factor_values(parts), mme.mme_factor_values(parts, logs=True)
     check = mme.proposition1_check(values, bench.groups, logs)
     cov = mme.score_covariances(bench, scores=("mls", "energy"), n_boot=20, progress=False)
+    premise = mme.truncation_premise(bench, (None, "react", "dice"))
     rows = (mme.consistency_claims(mme.consistency_ratios(bench), cfg) + mme.covariance_claims(cov, cfg)
-            + mme.hypothesis1_claims(bench, grid, cfg, n_boot=20)
+            + mme.hypothesis1_claims(bench, grid, cfg, n_boot=20, premise=premise)
             + mme.proposition1_claims(bench, check, logs, cfg, n_boot=20))
     main = mme.evaluate_detectors(bench, names=("msp", "vim", "mme"), n_boot=20, progress=False)
     rows += mme.ensemble_claims(bench, main, mme.mme_ablation(bench, parts=parts),
@@ -117,6 +134,13 @@ def test_claim_builders_give_rows_that_save(bench, cfg, tmp_path, monkeypatch):
     table = mme.claims_table(rows)
     assert list(table.columns[:2]) == ["claim", "ours (95% interval)"] and len(table) == len(rows)
     assert mme.verdict_counts(rows)
+    # one primary row per claim of the paper; its other metrics and scopes support it
+    best = [r for r in rows if "MME beats every other detector" in r["claim"]]
+    assert [r["role"] for r in best].count("primary") == 1
+    assert next(r for r in best if r["role"] == "primary")["claim"].endswith("(near-OOD AUROC)")
+    h1 = [r for r in rows if "every scoring function" in r["claim"]]
+    assert [r["role"] for r in h1] == ["primary", "supporting"] and "(raw-fitted" in h1[0]["claim"]
+    assert {r["kind"] for r in rows} <= set(results.CLAIM_KINDS)
 
 
 def test_proposition1_premises_have_one_definition(bench):
@@ -154,5 +178,16 @@ def test_consistency_claim_every_outcome(cfg, ood_ratio, expected):
 def test_covariance_claim_every_outcome(cfg, bounds, expected):
     rows = pd.DataFrame([{"score_a": "x", "score_b": "y", "dataset": "n", "group": "far", "cov_id": 1.0,
                           "cov_ood": 0.9, "gap_lo": bounds[0], "gap_hi": bounds[1]}])
-    (claim,) = mme.covariance_claims(rows, cfg)
-    assert claim["verdict"] == expected and "far-OOD" in claim["claim"]
+    claim, far = mme.covariance_claims(rows, cfg)
+    assert claim["verdict"] == far["verdict"] == expected and "far-OOD" in far["claim"]
+
+
+def test_mechanism_names_the_swap_and_the_factor_that_help_most():
+    def rows(values):
+        return pd.DataFrame([{"method": m, "dataset": "near", "auroc": v, "fpr95": 0.5} for m, v in values.items()])
+
+    ablation = rows({"NME+": 0.8, "MME": 0.90, "MME w/o ViM": 0.85, "MME w/o PCA": 0.91})
+    variants = rows({"Energy (Base)": 0.94, "ViM (SCALE)": 0.89, "MME": 0.90})
+    text = mme.mechanism(ablation, variants, "near")
+    assert text == ("near-OOD AUROC +0.040 with Energy (Base) in place of the published truncation (Table 5); "
+                    "best leave-one-out: MME w/o PCA +0.010")

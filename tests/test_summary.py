@@ -53,6 +53,7 @@ def test_rank_agreement_follows_the_order_of_methods(runs):
     assert len(ranks) == 1  # textures has one method only; covariance-like metrics are left out
     row = ranks.iloc[0]
     assert (row["rho"], row["methods"], row["paper setting"]) == (pytest.approx(1.0), 3, "CIFAR-10/DenseNet-100")
+    assert row["over"] == "average of OOD sets"
     results.save(_mme_records({"MSP": 0.95, "MLS": 0.91, "ViM": 0.90}), "21_mme_ensemble", "mini")
     assert summary.rank_agreement("mini").iloc[0]["rho"] == pytest.approx(-1.0)
 
@@ -106,3 +107,70 @@ def test_status_says_whether_a_finished_run_is_still_current(runs, fixtures_dir)
     assert status.loc["00_hello", "still current?"].startswith("source changed")  # no inputs recorded
     assert status.loc["05_fails", "last run"] == "failed" and status.loc["05_fails", "still current?"] == ""
     assert status.loc["10_steps", "last run"] == "not run (by the runner)"
+
+
+def test_rank_agreement_says_when_a_row_is_the_id_test_set(runs):
+    # GReg Table 6 prints ID accuracy: its rows compare methods on the ID test set, not on an OOD set
+    accs = {"Clean": 0.99, "Energy Loss": 0.96, "GReg": 0.97, "DOS": 0.90}
+    recs = [results.record("greg", 6, m, "mnist5k", "id_accuracy", a, setting="mnist5k/mnist_cnn", seed=0,
+                           profile="mini") for m, a in accs.items()]
+    results.save(recs, "11_greg_finetune", "mini")
+    ranks = summary.rank_agreement("mini")
+    assert list(ranks["over"]) == ["ID test set"] and ranks["methods"].iloc[0] == 4
+
+
+def _claims(rows):
+    for notebook, part in rows.items():
+        results.save_claims(part, notebook, "mini")
+    return results.claims("mini")
+
+
+S = "mini · MNIST-5k · mnist_cnn"
+
+
+def test_outcome_counts_count_primary_rows_and_kinds_apart(runs):
+    claims = _claims({
+        "11_greg_finetune": [
+            results.claim("greg", "GReg beats Energy (near AUROC)", ours=0.02, ours_lo=0.01, ours_hi=0.03,
+                          verdict="agrees", setting=S),
+            results.claim("greg", "GReg beats Energy (FPR95)", ours=0.02, ours_lo=0.01, ours_hi=0.03,
+                          verdict="agrees", setting=S, role="supporting"),
+            results.claim("greg", "GReg keeps ID accuracy", ours=-0.001, ours_lo=-0.01, ours_hi=0.01,
+                          verdict="tie within noise", setting=S, kind="no harm"),
+            results.claim("greg", "GReg+ beats GReg", ours=-0.02, ours_lo=-0.03, ours_hi=-0.01,
+                          verdict="disagrees", setting=S, diagnosis="aux inactive: 5% inside margins")],
+        "21_mme_ensemble": [
+            results.claim("mme", "MME beats all (far AUROC)", ours=0.0, ours_lo=-0.001, ours_hi=0.001,
+                          verdict="tie within noise", setting=S, diagnosis="untestable here: far-OOD at ceiling"),
+            results.claim("mme", "Cov_in >= Cov_out", ours=1.0, verdict="agrees", setting=S, kind="property")],
+        "32_bood_regularization": [
+            results.claim("bood", "BOOD beats Energy", ours=0.1, verdict="agrees", setting=S,
+                          health=_failed())]})
+    counts = summary.outcome_counts(claims)
+    greg = counts.loc["GReg (ECCV 2024)"]
+    assert greg.loc["improvement", "reproduced"] == 1                       # the FPR95 row is not counted again
+    assert greg.loc["improvement", "not reproduced: opposite effect"] == 1
+    assert greg.loc["no harm", "reproduced"] == 1                            # a tie is no harm detected
+    mme = counts.loc["MME (BMVC 2025)"]
+    assert mme.loc["improvement", "untestable here"] == 1 and mme.loc["property", "reproduced"] == 1
+    assert counts.loc[("BOOD (ICML 2025)", "improvement"), "undetermined: training failed"] == 1
+    assert int(counts.to_numpy().sum()) == len(summary.primary(claims)) == 6
+
+    text = summary.narrative(claims)
+    assert "**GReg (ECCV 2024)**: 3 claims counted (2 improvements, 1 no-harm claim), 1 supporting row" in text
+    assert "1 the opposite way (aux inactive: 5% inside margins)" in text
+    assert "1 claim untestable here (untestable here)" in text
+    assert "1 claim on a failed training (training failed)" in text
+
+    listed = summary.claims_by_outcome(claims)
+    assert len(listed) == len(claims)                                        # every row is listed
+    assert list(listed["paper"].drop_duplicates()) == ["GReg (ECCV 2024)", "MME (BMVC 2025)", "BOOD (ICML 2025)"]
+    greg_rows = listed[listed["paper"] == "GReg (ECCV 2024)"]
+    assert list(greg_rows["role"]) == ["primary"] * 3 + ["supporting"]
+    assert list(greg_rows["outcome"][:3]) == ["reproduced", "reproduced", "not reproduced: opposite effect"]
+    assert greg_rows["diagnosis"].iloc[2] == "aux inactive: 5% inside margins"
+
+
+def _failed():
+    from ood_utils import health
+    return health.assess("beta=2.5 seed 0", [health.accuracy_check(0.65, 0.98)])

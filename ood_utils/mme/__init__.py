@@ -10,13 +10,15 @@ use it: ``from ood_utils import mme``, then ``mme.<name>``.
 | ``ensemble`` | Tables 3, 5, 6, Fig. 5, Fig. 1 and MME against the best other detector |
 | ``figures`` | the notebooks' figures |
 | ``records`` | result records named like the transcribed tables; the paper's numbers read back |
-| ``report`` | verdicts ("agrees" / "tie within noise" / "disagrees") and claim rows, computed from the run |
+| ``report`` | verdict helpers and notebook 20's claim rows (primary / supporting, kind, diagnosis) |
+| ``report_ensemble`` | notebook 21's claim rows: MME against every other detector, the ablations |
 
 Scores are "higher = more ID" throughout; metric values are fractions in [0, 1].
 """
-from .assumptions import (broken_premise_share, consistency_ratios, covariance_rows, covariance_table, grid_matrix, grid_scores, hypothesis1_summary,
-                          mme_factor_values, noop_cells, proposition1_check, proposition1_counterexamples,
-                          score_covariances, separability, truncation_grid)
+from .assumptions import (broken_premise_share, consistency_ratios, covariance_rows, covariance_table, grid_matrix,
+                          grid_scores, hypothesis1_summary, mme_factor_values, noop_cells, premise_truncations,
+                          proposition1_check, proposition1_counterexamples, score_covariances, separability,
+                          truncation_grid, truncation_premise)
 from .benchmark import (DATASET_NAMES, FAMILIES, FIG1_GROUPS, FIG3_SCORES, FIG3_TRUNCATIONS, FIT_ON, LAMBDAS,
                         PAPER, PAPER_ARCHS, PAPER_NAMES, TABLE1_METHODS, TABLE2_METHODS, TABLE4_SCORES,
                         TABLE6_EXTRAS, TABLE_SETS, TEMPERATURES, Benchmark, average_table, check_data, check_preset,
@@ -28,13 +30,14 @@ from .ensemble import (COMPONENT_TITLES, TABLE5_VARIANTS, TRUNCATION_TITLES, ext
                        near_far_summary, per_set_ranks, rank, sensitivity, truncation_variants)
 from .factors import (FACTOR_TITLES, MME_FACTORS, MME_TRUNCATIONS, MMEParts, factor_label, factor_table,
                       positive_factor, recombine)
-from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, plot_consistency,
+from .figures import (FAMILY_COLORS, FIT_ON_SHORT, FIT_ON_TITLES, GROUP_COLORS, mark_chance, plot_consistency,
                       plot_covariance_gaps, plot_methods, plot_near_far, plot_proposition, plot_scale_tradeoff,
                       plot_score_distributions, plot_sensitivity, plot_truncation_grid)
 from .records import (ARCH_NAMES, ID_NAMES, MINI_ANALOGUES, TABLE_IDS, analogue_table, assumption_records,
                       compare_main, ensemble_records,
                       grid_method_name, main_table, paper_pivot, paper_values, reference_settings, setting_name,
                       to_records)
-from .report import (VERDICT_ORDER, all_verdict, binomial_noise, claim_sets, claims_table, claims_view, consistency_claims,
-                     covariance_claims, ensemble_claims, hypothesis1_claims, paired_effect, proposition1_claims,
-                     sensitivity_claim, verdict_counts)
+from .report import (H1_EXCLUDED, H1_PRIMARY, VERDICT_ORDER, all_verdict, binomial_noise, claim_sets, claims_table,
+                     claims_view, consistency_claims, covariance_claims, has_counterpart, hypothesis1_claims,
+                     paired_effect, proposition1_claims, verdict_counts)
+from .report_ensemble import CEILING, ensemble_claims, mechanism, sensitivity_claim

@@ -18,7 +18,7 @@ from .. import metrics
 from ..detectors import DETECTORS
 from ..detectors._numerics import signed_log1p_from_log
 from .benchmark import (FIG3_SCORES, FIG3_TRUNCATIONS, PAPER_NAMES, TABLE4_SCORES, Benchmark, _progress,
-                        detector_scores, fit_detector, fitted_truncation)
+                        detector_scores, fit_detector, fitted_truncation, per_set)
 from .factors import MMEParts, _log_abs
 
 
@@ -29,29 +29,42 @@ def score_covariances(bench: Benchmark, scores=TABLE4_SCORES, preset: str | None
 
     One row per (pair, OOD set): ``cov_id`` on the ID test set, ``cov_ood`` on that OOD set (sample
     covariance of the raw scores), ``holds`` = cov_id >= cov_ood, and ``rel_gap`` = (cov_id - cov_ood) /
-    |cov_id| (a unit-free size of the gap for plots). The paper's table averages cov_ood over the OOD sets:
-    :func:`covariance_table`. ``n_boot`` > 0 adds ``gap_lo`` / ``gap_hi``, a 95% bootstrap interval of
-    cov_id - cov_ood (ID and OOD samples resampled independently)."""
+    |cov_id| (a unit-free size of the gap for plots); then, per pair, summary rows as ``metrics.evaluate_sets``
+    has them: dataset "average" (group "all": Cov_out averaged over the table's sets, the paper's Table 4),
+    "near" and "far" (averaged over each group). ``n_boot`` > 0 adds ``gap_lo`` / ``gap_hi``, a 95% bootstrap
+    interval of cov_id - cov_ood (ID and each OOD set resampled independently; a summary row's interval is
+    that of the averaged gap). ``per_set(cov)`` keeps the per-set rows."""
     values = {s: detector_scores(bench, s, preset=preset) for s in _progress(scores, "scores", progress)}
-    return covariance_rows(values, bench.groups, n_boot=n_boot, seed=seed)
+    return covariance_rows(values, bench.groups, n_boot=n_boot, seed=seed, average_over=bench.average_sets())
 
 
 def covariance_rows(values: dict[str, dict[str, np.ndarray]], groups: dict[str, str], n_boot: int = 0,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, average_over=None) -> pd.DataFrame:
     """The rows of :func:`score_covariances` from precomputed scores ``{score: {"id": ..., set: ...}}``."""
     rng = np.random.default_rng(seed)
     draws = {k: rng.integers(0, len(v), size=(n_boot, len(v))) for k, v in next(iter(values.values())).items()}
+    summaries = {"average": ("all", list(average_over or groups)),
+                 "near": ("near", [n for n, g in groups.items() if g == "near"]),
+                 "far": ("far", [n for n, g in groups.items() if g == "far"])}
     rows = []
     for a, b in itertools.combinations(values, 2):
         cov_id = float(np.cov(values[a]["id"], values[b]["id"])[0, 1])
-        boot_id = _boot_cov(values[a]["id"], values[b]["id"], draws["id"])
-        for name, group in groups.items():
-            cov_ood = float(np.cov(values[a][name], values[b][name])[0, 1])
-            row = {"score_a": a, "score_b": b, "dataset": name, "group": group, "cov_id": cov_id,
-                   "cov_ood": cov_ood, "holds": cov_id >= cov_ood,
-                   "rel_gap": (cov_id - cov_ood) / max(abs(cov_id), 1e-12)}
+        boot_id = _boot_cov(values[a]["id"], values[b]["id"], draws["id"]) if n_boot else None
+        cov_ood, boot_ood = {}, {}
+        for name in groups:
+            cov_ood[name] = float(np.cov(values[a][name], values[b][name])[0, 1])
             if n_boot:
-                gaps = boot_id - _boot_cov(values[a][name], values[b][name], draws[name])
+                boot_ood[name] = _boot_cov(values[a][name], values[b][name], draws[name])
+        for name, group in [(n, (g, [n])) for n, g in groups.items()] + list(summaries.items()):
+            group, sets = group
+            if not sets:
+                continue
+            mean_ood = float(np.mean([cov_ood[s] for s in sets]))
+            row = {"score_a": a, "score_b": b, "dataset": name, "group": group, "cov_id": cov_id,
+                   "cov_ood": mean_ood, "holds": cov_id >= mean_ood,
+                   "rel_gap": (cov_id - mean_ood) / max(abs(cov_id), 1e-12)}
+            if n_boot:
+                gaps = boot_id - np.mean([boot_ood[s] for s in sets], axis=0)
                 row["gap_lo"], row["gap_hi"] = (float(q) for q in np.percentile(gaps, [2.5, 97.5]))
             rows.append(row)
     return pd.DataFrame(rows)
@@ -67,7 +80,7 @@ def _boot_cov(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def covariance_table(cov: pd.DataFrame) -> pd.DataFrame:
     """Table 4 layout: a symmetric score x score table whose cells read "Cov_in / mean Cov_out"."""
-    mean = cov.groupby(["score_a", "score_b"], sort=False)[["cov_id", "cov_ood"]].mean()
+    mean = per_set(cov).groupby(["score_a", "score_b"], sort=False)[["cov_id", "cov_ood"]].mean()
     names = list(dict.fromkeys(list(cov["score_a"]) + list(cov["score_b"])))
     titles = [PAPER_NAMES.get(n, n) for n in names]
     table = pd.DataFrame("", index=titles, columns=titles)
@@ -118,6 +131,32 @@ def truncation_grid(bench: Benchmark, scores=FIG3_SCORES, truncations=FIG3_TRUNC
                                     truncation=t, fit_on=protocol))
                 rows += [{**x, "gain": x["auroc"] - base[x["dataset"]]} for x in r]
     return pd.DataFrame(rows)
+
+
+def truncation_premise(bench: Benchmark, truncations=FIG3_TRUNCATIONS, preset: str | None = None) -> pd.DataFrame:
+    """The premise of Hypothesis 1, measured: a truncation g qualifies when it widens the gap between ID and
+    OOD features, E_in[g(z)] - E_out[g(z)] >= E_in[z] - E_out[z] (the paper's condition, from VRA's eq. 3).
+    The features are vectors; the gap is taken on their total activation (the sum over dimensions, the
+    quantity ReAct and VRA argue about). One row per (truncation, OOD set): ``gap_raw``, ``gap_truncated``
+    and ``holds``. DICE leaves z unchanged (it edits W), so it meets the condition with equality."""
+    rows = []
+    for t in [t for t in truncations if t is not None]:
+        trunc = fitted_truncation(bench, t, preset or bench.preset)
+        id_raw, id_g = bench.test.feats.sum(axis=1).mean(), trunc.transform(bench.test.feats).sum(axis=1).mean()
+        for name, group in bench.groups.items():
+            feats = bench.ood[name].feats
+            gap_raw = float(id_raw - feats.sum(axis=1).mean())
+            gap_g = float(id_g - trunc.transform(feats).sum(axis=1).mean())
+            rows.append({"truncation": t, "dataset": name, "group": group, "gap_raw": gap_raw,
+                         "gap_truncated": gap_g, "holds": gap_g >= gap_raw - 1e-9 * max(1.0, abs(gap_raw))})
+    return pd.DataFrame(rows)
+
+
+def premise_truncations(premise: pd.DataFrame, sets) -> list[str]:
+    """The truncations whose premise (:func:`truncation_premise`) holds on every one of ``sets``."""
+    sub = premise[premise["dataset"].isin(list(sets))]
+    ok = sub.groupby("truncation", sort=False)["holds"].all()
+    return [t for t, holds in ok.items() if holds]
 
 
 def grid_scores(bench: Benchmark, method: str, truncation: str, fit_on: str = "raw") -> dict[str, np.ndarray]:

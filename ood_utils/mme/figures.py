@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import plots
 from .assumptions import grid_matrix, noop_cells
-from .benchmark import FAMILIES, FIT_ON, PAPER_NAMES, average_table
+from .benchmark import FAMILIES, FIT_ON, PAPER_NAMES, average_table, per_set
 from .ensemble import TRUNCATION_TITLES
 from .factors import factor_label
 
@@ -28,6 +28,7 @@ FIT_ON_SHORT = {"raw": "S fitted on raw z", "truncated": "S fitted on g(z_train)
 
 def plot_covariance_gaps(cov: pd.DataFrame, ax):
     """Assumption 1 per pair and OOD set: (Cov_in - Cov_out) / |Cov_in|. Blue (> 0): the assumption holds."""
+    cov = per_set(cov)
     cov = cov.assign(pair=[f"{PAPER_NAMES.get(a, a)} · {PAPER_NAMES.get(b, b)}"
                            for a, b in zip(cov["score_a"], cov["score_b"])])
     m = cov.pivot_table(index="pair", columns="dataset", values="rel_gap", sort=False)
@@ -67,6 +68,18 @@ def plt_patch(color, label):
     from matplotlib.patches import Patch
 
     return Patch(color=color, label=label)
+
+
+def mark_chance(ax, axis: str = "x") -> None:
+    """AUROC's chance level: a dashed line at 0.5 where the axis shows it; on an axis zoomed above it the
+    axis label says where chance lies, so a zoomed gap is not read as a large one."""
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    if lo <= 0.5 <= hi:
+        line = ax.axvline if axis == "x" else ax.axhline
+        line(0.5, color="#777777", ls="--", lw=1, zorder=0, label="chance (AUROC 0.5)")
+        return
+    label = ax.get_xlabel() if axis == "x" else ax.get_ylabel()
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(f"{label}\n(axis zoomed: chance is 0.5)")
 
 
 def plot_truncation_grid(grid: pd.DataFrame, axes, value: str = "auroc"):
@@ -190,6 +203,7 @@ def plot_sensitivity(sens: pd.DataFrame, axes, paper_values: dict | None = None)
         ax.minorticks_off()
         ax.set_xlabel("λ (CO+ weight)" if param == "lambda" else "T (NME+ temperature)")
         ax.set_ylabel("AUROC")
+        mark_chance(ax, "y")
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return axes
 
@@ -223,6 +237,9 @@ def plot_near_far(summary: pd.DataFrame, axes, metric: str = "auroc", title: str
     pad_x, pad_y = 0.04 * np.ptp(far) + 1e-3, 0.06 * np.ptp(near) + 1e-3
     axes[0].set_xlim(far.min() - pad_x, far.max() + pad_x)
     axes[0].set_ylim(near.min() - pad_y, near.max() + 2 * pad_y)
+    if metric == "auroc":
+        mark_chance(axes[0], "x")
+        mark_chance(axes[0], "y")
     handles = [plt_patch(c, f) for f, c in FAMILY_COLORS.items()]
     handles += [Line2D([], [], marker="o", ls="", color="#777777", label="scoring function"),
                 Line2D([], [], marker="^", ls="", color="#777777", label="truncation + Energy")]
@@ -242,6 +259,9 @@ def plot_near_far(summary: pd.DataFrame, axes, metric: str = "auroc", title: str
     axes[1].set_xlim(box[0], box[1])
     axes[1].set_ylim(box[2], box[3])
     axes[1].set_title("zoom")
+    if metric == "auroc":
+        mark_chance(axes[1], "x")
+        mark_chance(axes[1], "y")
     keep = (far >= box[0]) & (far <= box[1]) & (near >= box[2]) & (near <= box[3])
     plots.place_labels(axes[1], far[keep], near[keep], [t for t, k in zip(titles, keep) if k], weights=weights[keep],
                  avoid=xy[~keep])
@@ -265,6 +285,8 @@ def plot_methods(rows: pd.DataFrame, ax, metric: str = "auroc", scope: str = "av
                         paper_label=paper_label,
                         xlabel=f"{scope} {metric.upper()} ({'higher' if metric == 'auroc' else 'lower'} is better)"
                                + (", 95% interval" if has_ci else ""))
+    if metric == "auroc":
+        mark_chance(ax, "x")
     return ax
 
 
@@ -292,5 +314,7 @@ def plot_scale_tradeoff(ax):
     ax.set_xlabel("small scale: CIFAR average AUROC (Table 1)")
     ax.set_ylabel("large scale: ImageNet-1K average AUROC (Table 2)")
     ax.set_title("published: small- vs large-scale (Fig. 1, left)")
+    mark_chance(ax, "x")
+    mark_chance(ax, "y")
     plots.place_labels(ax, x, y, both, weights=np.array([m == "MME" for m in both], dtype=float))
     return ax

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import results
-from .benchmark import DATASET_NAMES, PAPER, PAPER_NAMES, average_table
+from .benchmark import DATASET_NAMES, PAPER, PAPER_NAMES, average_table, per_set
 from .ensemble import TRUNCATION_TITLES
 from .factors import factor_label
 
@@ -72,7 +72,7 @@ def assumption_records(ratios: pd.DataFrame, cov: pd.DataFrame, grid: pd.DataFra
     for i, r in enumerate(ratios.to_dict("records")):
         out.append(_record("Fig. 2", setting, "CO", "id" if i == 0 else r["dataset"], "co_consistency",
                            r["co_scale"], cfg))
-    for (a, b), sub in cov.groupby(["score_a", "score_b"], sort=False):
+    for (a, b), sub in per_set(cov).groupby(["score_a", "score_b"], sort=False):
         out.append(_record("Table 4", setting, _pair_name(a, b), "id", "covariance", sub["cov_id"].iloc[0], cfg))
         out.append(_record("Table 4", setting, _pair_name(a, b), "average", "covariance", sub["cov_ood"].mean(), cfg))
         for r in sub.to_dict("records"):
