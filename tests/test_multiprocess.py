@@ -44,14 +44,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(out: Path, *args: str) -> subprocess.CompletedProcess:
-    """``accelerate launch --num_processes 2`` of the worker, offline, on CPU, on a free port."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+def launch(out: Path, *args: str, module: str | None = None, **env_vars) -> subprocess.CompletedProcess:
+    """``accelerate launch --num_processes 2`` of the worker (or of ``-m module``), offline, on CPU, on a
+    free port."""
+    env = {**os.environ, **env_vars, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(out / "hf_home"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(TESTS / "multiprocess_worker.py"), str(out), *args]
+           "--main_process_port", str(_free_port()),
+           *(["-m", module] if module else [str(TESTS / "multiprocess_worker.py"), str(out)]), *args]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     done.seconds = time.perf_counter() - t0
@@ -163,6 +165,24 @@ def test_generation_in_two_processes_has_the_pixels_of_one(runs):
     one = sd.read_images(runs["one"] / "sd_images", y, 32, 3)
     assert runs["reference_report"]["generated"] == 6
     assert torch.allclose(two, one, atol=2 / 255)
+
+
+def test_notebook_reads_what_the_heavy_step_wrote(tmp_path, monkeypatch):
+    """``accelerate launch -m ood_utils.heavy 11`` fine-tunes in two processes; the notebook's own call,
+    made afterwards in one process with the same parameters, reads the model from the cache."""
+    from ood_utils.greg import experiments as ex
+
+    cache = tmp_path / "cache"
+    done = launch(tmp_path, "11", "--profile", "mini", "-p", "methods", '["greg"]', "-p", "id_datasets", '["mnist6"]',
+                  module="ood_utils.heavy", OOD_KIT_CACHE=str(cache))
+    assert done.returncode == 0, _tail(done)
+    print(f"heavy step of notebook 11 in two processes: {done.seconds:.1f} s")
+    monkeypatch.setenv("OOD_KIT_CACHE", str(cache))
+    cfg = ex.resolve_config("mini", id_datasets=["mnist6"])
+    _, base = ex.base_classifier(cfg, ex.settings(cfg)[0])
+    _, meta = ex.finetune(cfg, ex.settings(cfg)[0], "greg", ex.seeds(cfg)[0])
+    assert base["source"] == "cache" and meta["source"] == "cache"
+    assert len(meta["history"]) == cfg.ft_epochs
 
 
 # ------------------------------------------------------------------------------ sharing a batch, in-process

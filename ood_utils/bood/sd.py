@@ -327,15 +327,15 @@ def pipeline_fingerprint(folder) -> str:
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------------------------- multi-GPU
+# ---------------------------------------------------------------------------------------------- several GPUs
 
 def main(argv=None) -> int:
-    """``accelerate launch -m ood_utils.bood.sd OUTLIERS.npz OUT_DIR``: every process decodes its shard.
+    """``accelerate launch --num_processes N -m ood_utils.bood.sd OUTLIERS.npz OUT_DIR``: the processes share
+    the images (process r decodes images r, r + N, ...); a second launch finishes what a stopped one left.
 
-    OUTLIERS.npz holds ``features`` (N, D), ``labels`` (N,) and ``class_names``."""
+    OUTLIERS.npz holds ``features`` (N, D), ``labels`` (N,) and ``class_names``. (Notebook 32's own images:
+    ``accelerate launch -m ood_utils.heavy 32``, which writes them where the notebook looks.)"""
     import argparse
-
-    from accelerate import PartialState
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("outliers"), ap.add_argument("out_dir")
@@ -344,14 +344,13 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args(argv)
     check_weights(args.sd_weights)
-    state = PartialState()
+    procs = distributed.processes()        # joins the launch and picks this process's GPU
     arrays = np.load(args.outliers, allow_pickle=False)
-    pipe = load_pipeline(args.sd_weights, state.device)
+    pipe = load_pipeline(args.sd_weights, "cuda" if torch.cuda.is_available() else "cpu")
     report = generate(pipe, [str(c) for c in arrays["class_names"]], arrays["labels"], torch.from_numpy(arrays["features"]),
                       args.out_dir, steps=args.steps, guidance=args.guidance, size=args.size,
-                      save_size=args.save_size, batch_size=args.batch_size, seed=args.seed,
-                      rank=state.process_index, world=state.num_processes)
-    print(json.dumps({"rank": state.process_index, "generated": report["generated"], "skipped": report["skipped"]}))
+                      save_size=args.save_size, batch_size=args.batch_size, seed=args.seed, progress=procs.is_main)
+    print(json.dumps({"process": procs.rank, "generated": report["generated"], "skipped": report["skipped"]}))
     return 0
 
 
