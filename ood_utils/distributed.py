@@ -78,6 +78,20 @@ def main_first():
         barrier()
 
 
+def agree(value: int, what: str, procs: Processes) -> None:
+    """Stop every process with the same error when they hold different ``value`` s (e.g. the epoch they
+    resume from: machines that do not share the cache folder see different checkpoints), instead of
+    letting them wait for each other forever."""
+    if not procs.several:
+        return
+    t = torch.tensor([value, -value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t[0].item() != -t[1].item():
+        raise RuntimeError(f"the {procs.world} processes disagree on {what} (from {int(-t[1].item())} to "
+                           f"{int(t[0].item())}): every process must see the same files; with several machines "
+                           "put the cache (OOD_KIT_CACHE) on a folder they all share")
+
+
 def _rows(batch: Any) -> int | None:
     """The number of rows of the first tensor of a (nested) batch."""
     if isinstance(batch, torch.Tensor):

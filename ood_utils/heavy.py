@@ -2,7 +2,7 @@
 
     accelerate launch --num_processes N -m ood_utils.heavy NOTEBOOK --profile paper [-p NAME VALUE ...]
 
-It calls what the notebook calls, with the notebook's parameters (``-p`` as papermill takes them), so that
+It calls what the notebook calls, with the notebook's parameters (``-p`` as ``python -m ood_utils.run`` takes them), so that
 every trained model and generated image lands in the kit's cache (``OOD_KIT_CACHE``, default
 ``<repo>/cache``). Run the notebook afterwards, in one process, with the same profile and parameters: it
 finds them there and goes straight to the evaluation, the tables and the figures.
@@ -19,19 +19,11 @@ images (``bood.sd.generate``); the evaluations that follow each training are che
 from __future__ import annotations
 
 import argparse
-import json
 
 from . import distributed
+from .run.notebooks import parse_value
 
 NOTEBOOKS = ("11", "12", "32")
-
-
-def _value(text: str):
-    """A ``-p`` value: JSON when it parses (numbers, lists, null, true), else the string itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def greg(profile: str, kind: str, params: dict, progress: bool) -> None:
@@ -68,9 +60,10 @@ def main(argv=None) -> int:
     ap.add_argument("notebook", choices=NOTEBOOKS)
     ap.add_argument("--profile", default="mini")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="a notebook parameter, as papermill's -p (repeat for several)")
+                    help="a notebook parameter, as `python -m ood_utils.run -p` takes it: a Python literal or a "
+                         "string (repeat for several)")
     args = ap.parse_args(argv)
-    params = {name: _value(value) for name, value in args.parameter}
+    params = {name: parse_value(value) for name, value in args.parameter}
     procs = distributed.processes()       # first: joins the process group and picks this process's GPU
     if args.notebook in ("11", "12"):
         greg(args.profile, "finetune" if args.notebook == "11" else "sampling", params, procs.is_main)

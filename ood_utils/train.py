@@ -193,6 +193,7 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     state = load_training_state(ckpt_path)      # every process reads the same file
     if state is not None:
         start, history = _resume(state, model, opt, sched, scaler, loader, recipe, ckpt_path)
+    distributed.agree(start, f"the epoch to resume {ckpt_path.name} from", procs)
     distributed.broadcast_model(model, procs)
     show = progress and procs.is_main
     for epoch in range(start, epochs):
