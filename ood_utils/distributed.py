@@ -8,11 +8,11 @@ everything here is a no-op, so a notebook, a single-process script and the tests
 
 How training is shared (``train.fit``): every process reads the SAME global batch from the same loader
 (same seed, same shuffle, same augmentation draws) and keeps its own contiguous rows (:func:`local_share`);
-:func:`average_gradients` averages the gradients, as DistributedDataParallel does. One step of N processes is then one step of one process
-on the whole batch, up to float rounding, and every process's random streams stay identical to those of a
-single-process run, so the checkpoint the main process writes resumes every process exactly. The price is
-that each process loads the whole batch: cheap for tensors in memory (CIFAR, the mini data); for large
-decoded images give the loader more workers.
+:func:`average_gradients` averages the gradients, as DistributedDataParallel does. One step of N processes
+is then one step of one process on the whole batch, up to float rounding, and every process's random
+streams stay identical to those of a single-process run, so the checkpoint the main process writes resumes
+every process exactly. The price is that each process loads the whole batch: cheap for tensors in memory
+(CIFAR, the mini data); for large decoded images, mind the loader workers per process.
 """
 from __future__ import annotations
 

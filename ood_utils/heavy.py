@@ -2,8 +2,8 @@
 
     accelerate launch --num_processes N -m ood_utils.heavy NOTEBOOK --profile paper [-p NAME VALUE ...]
 
-It calls what the notebook calls, with the notebook's parameters (``-p`` as ``python -m ood_utils.run`` takes them), so that
-every trained model and generated image lands in the kit's cache (``OOD_KIT_CACHE``, default
+It calls what the notebook calls, with the notebook's parameters (``-p`` as ``python -m ood_utils.run``
+takes them), so that every trained model and generated image lands in the kit's cache (``OOD_KIT_CACHE``, default
 ``<repo>/cache``). Run the notebook afterwards, in one process, with the same profile and parameters: it
 finds them there and goes straight to the evaluation, the tables and the figures.
 

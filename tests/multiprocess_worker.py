@@ -2,16 +2,17 @@
 reference, in one process): short trainings of the tiny models through ``train.fit`` and the tiny Stable
 Diffusion pipeline through ``sd.generate``.
 
-    accelerate launch ... tests/multiprocess_worker.py OUT_DIR STEP [STEP ...] [--kill-at STEP:WHERE]
+    accelerate launch ... tests/multiprocess_worker.py OUT_DIR STEP [STEP ...] [--kill-at=sd:1 | --kill-at=ce:N]
 
 Steps: ``sd`` (6 outlier images of the tiny pipeline in OUT_DIR/sd_images, pipeline in OUT_DIR/tiny_sd),
 ``ce`` (plain cross-entropy, 3 epochs, checkpoint OUT_DIR/ce.pt), ``greg`` (energy + gradient regulariser,
-eq. 3), ``bood`` (eq. 7 with outliers), ``greg_public_code`` (the same with eq. 3 as the authors' code computes it), ``bood_ce`` (BOOD's classifier
-without outliers: phi unused),
+eq. 3), ``greg_public_code`` (the same with eq. 3 as the authors' code computes it), ``bood`` (eq. 7 with
+outliers), ``bood_ce`` (BOOD's classifier without outliers: phi unused),
 ``greg_bn`` (GReg on a small network with BatchNorm). Each process saves its final weights as
-OUT_DIR/<step>_rank<r>.pt and its generation report as OUT_DIR/sd_rank<r>.json.
-``--kill-at sd:1`` makes process 1 kill itself (SIGKILL) right after writing its first image;
-``--kill-at ce:N`` after N steps of ``ce`` (a real crash: the launcher then stops the other process).
+OUT_DIR/<step>_rank<r>.pt, what ``fit`` returned as OUT_DIR/<step>_rank<r>.json and its generation report
+as OUT_DIR/sd_rank<r>.json.
+``--kill-at=sd:1`` makes process 1 kill itself (SIGKILL) right after writing its first image;
+``--kill-at=ce:N`` after N steps of ``ce`` (a real crash: the launcher then stops the other process).
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def train_step(name: str, out: Path, kill_at: int | None = None) -> tuple[nn.Mod
     if name == "ce":      # 96 images in batches of 20: the last batch (16) splits 8 + 8, with 3 it would not
         model = build_model("mnist_cnn", 10)
         loss = killer(lambda m, b: F.cross_entropy(m(b[0]), b[1]), kill_at)
-        run = fit(model, _loader(TensorDataset(x, y), 20, 0), epochs=3, lr=0.05, ckpt_path=out / "ce.pt", loss_fn=loss, **common)
+        run = fit(model, _loader(TensorDataset(x, y), 20, 0), epochs=3, lr=0.05, ckpt_path=out / "ce.pt", loss_fn=loss,
+                  **common)
     elif name in ("greg", "greg_public_code", "greg_bn"):
         model = TinyBN() if name == "greg_bn" else build_model("mnist_cnn", 10)
         loader = objectives.IDAuxLoader(_loader(TensorDataset(x, y), 16, 0, drop_last=True),

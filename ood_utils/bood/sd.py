@@ -347,9 +347,10 @@ def main(argv=None) -> int:
     procs = distributed.processes()        # joins the launch and picks this process's GPU
     arrays = np.load(args.outliers, allow_pickle=False)
     pipe = load_pipeline(args.sd_weights, "cuda" if torch.cuda.is_available() else "cpu")
-    report = generate(pipe, [str(c) for c in arrays["class_names"]], arrays["labels"], torch.from_numpy(arrays["features"]),
-                      args.out_dir, steps=args.steps, guidance=args.guidance, size=args.size,
-                      save_size=args.save_size, batch_size=args.batch_size, seed=args.seed, progress=procs.is_main)
+    report = generate(pipe, [str(c) for c in arrays["class_names"]], arrays["labels"],
+                      torch.from_numpy(arrays["features"]), args.out_dir, steps=args.steps, guidance=args.guidance,
+                      size=args.size, save_size=args.save_size, batch_size=args.batch_size, seed=args.seed,
+                      progress=procs.is_main)
     print(json.dumps({"process": procs.rank, "generated": report["generated"], "skipped": report["skipped"]}))
     return 0
 
