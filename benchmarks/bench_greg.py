@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/bench_greg.py                 # mini CNN + CIFAR nets, small CPU batches
     .venv/bin/python benchmarks/bench_greg.py --only mini kmeans --repeat 5 --out /tmp/bench/greg
+    .venv/bin/python benchmarks/bench_greg.py --only resnet18 --device cuda --batch 64   # GPU, the paper's batch
 """
 from __future__ import annotations
 
@@ -35,13 +36,20 @@ NETWORKS = {
 }
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()       # GPU work is asynchronous: time it to its end
+
+
 def _timed(fn, repeat: int) -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after one warm-up run."""
     fn()
+    _sync()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -60,12 +68,14 @@ def _margins(model, x):
     return float(m[0]), float(m[1])
 
 
-def bench_steps(name: str, repeat: int) -> dict:
-    """Energy step vs GReg step (same batch, model, optimizer); the GReg+ sampler vs the GReg step."""
+def bench_steps(name: str, repeat: int, device: str = "cpu", batch: int | None = None) -> dict:
+    """Energy step vs GReg step (same batch, model, optimizer); the GReg+ sampler vs the GReg step.
+    ``batch`` replaces the network's ID batch (e.g. the paper's 64 on a GPU)."""
     arch, shape, n_in, classes = NETWORKS[name]
+    n_in = batch or n_in
     torch.manual_seed(0)
-    model = build_model(arch, classes).train()
-    x_in, y_in, pool = _batch(shape, n_in, classes, pool=6 * n_in)
+    model = build_model(arch, classes).to(device).train()
+    x_in, y_in, pool = (t.to(device) for t in _batch(shape, n_in, classes, pool=6 * n_in))
     x_aux = pool[: 2 * n_in]
     m_in, m_aux = _margins(model, torch.cat([x_in, x_aux]))
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
@@ -84,7 +94,7 @@ def bench_steps(name: str, repeat: int) -> dict:
     t_greg = _timed(step(greg_obj, (x_in, y_in, x_aux)), repeat)
     sampler = greg.make_sampler("energy_cluster", seed=0)
     t_sampler = _timed(lambda: sampler(model, pool, x_in), repeat)
-    return {"network": name, "arch": arch, "id_batch": n_in, "aux_batch": 2 * n_in, "pool": len(pool),
+    return {"network": name, "arch": arch, "device": str(device), "id_batch": n_in, "aux_batch": 2 * n_in, "pool": len(pool),
             "energy_step_s": t_energy, "greg_step_s": t_greg, "greg_over_energy": t_greg / t_energy,
             "kept_rows": greg_obj.last["kept_in"] + greg_obj.last["kept_aux"],
             "sampler_s": t_sampler, "sampler_over_greg_step": t_sampler / t_greg}
@@ -145,6 +155,8 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="+", choices=[*NETWORKS, "kmeans"], default=[*NETWORKS, "kmeans"])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--out", type=Path, help="also write <out>.md and <out>.json")
+    parser.add_argument("--device", default="cpu", help="where the training steps run (cpu, cuda)")
+    parser.add_argument("--batch", type=int, default=None, help="ID batch of the step benchmarks (default: per network)")
     args = parser.parse_args(argv)
     print(f"- machine: {_machine()}", flush=True)
     kmeans, steps = [], []
@@ -155,7 +167,7 @@ def main(argv=None) -> None:
             print(kmeans[-1], flush=True)
     for name in NETWORKS:
         if name in args.only:
-            steps.append(bench_steps(name, args.repeat))
+            steps.append(bench_steps(name, args.repeat, args.device, args.batch))
             print(steps[-1], flush=True)
     text = report(steps, kmeans)
     print(text)

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from .progress import tqdm
 
-from . import paths
+from . import distributed, paths
 from .models import unwrap_model
 from .train import _data, sha256_file, to_device
 
@@ -155,8 +155,10 @@ def get_features(model: nn.Module, dataset_name: str, split: str, cfg, tag: str,
     dataset = data.get_dataset(dataset_name, split, max_n=max_n, **paired)
     out = extract(model, dataset, batch_size=batch_size or 2 * cfg.batch_size, num_workers=cfg.num_workers,
                   progress=progress, desc=f"{tag}: {dataset_name}/{split}")
-    _write(out, npz, meta_path, {"tag": tag, "dataset": dataset_name, "id_dataset": cfg.id_dataset, "split": split,
-                                  "profile": cfg.profile, "smoke": cfg.smoke, "max_n": max_n, "model": fingerprint})
+    if distributed.processes().is_main:      # several processes of a launch: one writer, no race on the files
+        _write(out, npz, meta_path, {"tag": tag, "dataset": dataset_name, "id_dataset": cfg.id_dataset,
+                                      "split": split, "profile": cfg.profile, "smoke": cfg.smoke, "max_n": max_n,
+                                      "model": fingerprint})
     return out
 
 

@@ -6,6 +6,8 @@ with ``paths.atomic_path``, and a sidecar holding its sha256) and resumes from i
 continues where it stopped and, on CPU, ends with the same weights bit for bit. A checkpoint that cannot be
 read, fails its hash, or was written with another recipe or model is never used: training starts over with
 a warning.
+Under ``accelerate launch`` several processes share every batch (:mod:`ood_utils.distributed`); the main
+process alone writes checkpoints and cached weights, and every process resumes from them.
 
 :func:`get_classifier` returns the classifier every paper track starts from (trained once, then read from
 the cache in seconds), or the weights of a user-supplied checkpoint.
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import random
 import time
 import warnings
@@ -29,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .progress import tqdm
 
-from . import paths, profiles
+from . import distributed, paths, profiles
 from .models import (CheckpointError, build_model, check_state_dict, load_checkpoint, read_state_dict,
                      unwrap_model)
 
@@ -152,21 +153,6 @@ def cross_entropy_loss(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def _accelerator(device: torch.device, amp: bool):
-    """An ``accelerate.Accelerator`` when the script was started with ``accelerate launch`` on several GPUs.
-
-    A notebook is one process on one device; multi-GPU training needs the launcher, and every other case
-    (CPU, one GPU, accelerate not installed) takes the plain single-device path.
-    """
-    if device.type != "cuda" or torch.cuda.device_count() < 2 or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return None
-    try:
-        from accelerate import Accelerator
-    except ImportError:
-        return None
-    return Accelerator(mixed_precision="fp16" if amp else "no")
-
-
 def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, device, ckpt_path,
         amp: bool = False, momentum: float = 0.9, nesterov: bool = False, loss_fn: LossFn | None = None,
         progress: bool = True) -> dict:
@@ -174,74 +160,77 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
 
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
-    on CUDA. The model is left in eval mode. Under ``accelerate launch`` on several GPUs the model that
-    ``loss_fn`` receives is the DDP wrapper: call it, or reach ``features``/``head`` via
-    ``models.unwrap_model``. Returns ``{"start_epoch", "epochs", "history": [{"epoch", "loss", "lr",
-    "seconds"}]}``.
+    on CUDA. The model is left in eval mode. Returns ``{"start_epoch", "epochs", "history": [{"epoch",
+    "loss", "lr", "seconds"}]}``.
+
+    Under ``accelerate launch --num_processes N`` (see :mod:`ood_utils.distributed`) each process trains
+    on its share of every batch of ``loader`` (the loader's batch is the global batch), gradients and
+    BatchNorm statistics are averaged after every backward, the history holds the whole batch's losses,
+    and only the main process writes the checkpoint and draws progress. ``loss_fn`` must be a mean over the
+    rows it is given, each of its terms over rows shared in the same proportion (ID and auxiliary rows
+    alike), so that the average over processes is the mean over the batch.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    procs = distributed.processes()
     device = torch.device(device)
     ckpt_path = Path(ckpt_path)
     loss_fn = loss_fn or cross_entropy_loss
     use_amp = bool(amp) and device.type == "cuda"
     model.to(device)
 
-    acc = _accelerator(device, use_amp)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
                           weight_decay=weight_decay)
-    if acc is not None:
-        model, opt, loader = acc.prepare(model, opt, loader)
     steps = len(loader)
     if steps == 0:
         raise ValueError("fit: the loader yields no batches (empty dataset, or drop_last with too few samples)")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and acc is None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     recipe = {"epochs": epochs, "lr": float(lr), "weight_decay": float(weight_decay), "momentum": float(momentum),
               "nesterov": bool(nesterov), "steps_per_epoch": steps, "amp": use_amp}
 
     start, history = 0, []
-    state = load_training_state(ckpt_path)
+    state = load_training_state(ckpt_path)      # every process reads the same file
     if state is not None:
         start, history = _resume(state, model, opt, sched, scaler, loader, recipe, ckpt_path)
-
-    is_main = acc is None or acc.is_main_process
+    distributed.agree(start, f"the epoch to resume {ckpt_path.name} from", procs)
+    distributed.broadcast_model(model, procs)
+    show = progress and procs.is_main
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not (progress and is_main))
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show)
         for step, batch in enumerate(bar, 1):
-            batch = to_device(batch, device) if acc is None else batch
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp and acc is None else nullcontext():
+            batch, weight = distributed.local_share(batch, procs)
+            batch = to_device(batch, device)
+            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                 loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step} of {steps}; "
-                                         "lower lr or check the data")
+            value, finite = distributed.global_mean(loss, weight, procs)
+            if not finite:
+                where = f" (in one of {procs.world} processes)" if procs.several else ""
+                raise FloatingPointError(f"loss is {loss.item() if procs.world == 1 else 'not finite'}{where} at "
+                                         f"epoch {epoch + 1}, step {step} of {steps}; lower lr or check the data")
             opt.zero_grad(set_to_none=True)
-            if acc is not None:
-                acc.backward(loss)
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+            scaler.scale(loss * weight if procs.several else loss).backward()
+            distributed.average_gradients(model, procs)
+            scaler.step(opt)
+            scaler.update()
             sched.step()
-            total += loss.item()
+            total += value
             count += 1
             bar.set_postfix(loss=f"{total / count:.4f}")
         history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"],
                         "seconds": time.perf_counter() - t0})
-        if progress and is_main:
+        if show:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f} "
                        f"({history[-1]['seconds']:.1f}s)")
-        if is_main:
+        if procs.is_main:
             save_training_state(ckpt_path, {
                 "model": unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                 "recipe": recipe, "rng": _rng_state(loader), "history": history})
-        if acc is not None:
-            acc.wait_for_everyone()
+        distributed.barrier()       # nobody reads the checkpoint (or trains on) before it is complete
     model.eval()
     return {"start_epoch": start, "epochs": epochs, "history": history}
 
@@ -347,13 +336,15 @@ def _read_cached(model, weights: Path, meta_path: Path, cfg) -> dict | None:
 
 
 def _save_final(model, weights: Path, meta_path: Path, meta: dict) -> dict:
+    """Write the final weights and their sidecar (the main process only, when several train together)."""
     from safetensors.torch import save_file
 
-    with paths.atomic_path(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    meta = {**meta, "sha256": sha256_file(weights), "versions": _versions()}
-    paths.write_json(meta_path, meta)
-    return meta
+    if distributed.processes().is_main:
+        with paths.atomic_path(weights) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        paths.write_json(meta_path, {**meta, "sha256": sha256_file(weights), "versions": _versions()})
+    distributed.barrier()
+    return json.loads(meta_path.read_text())
 
 
 def get_classifier(profile: str = "mini", dataset: str | None = None, arch: str | None = None, cfg=None, *,

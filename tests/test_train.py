@@ -1,5 +1,6 @@
 """Training loop: resume after an interruption is bit-exact on CPU, bad checkpoints are never used;
 get_classifier trains once and then reads its cache."""
+import math
 import sys
 import types
 import zlib
@@ -196,3 +197,23 @@ def test_a_nan_loss_stops_training_naming_epoch_and_step(tmp_path):
     with pytest.raises(FloatingPointError, match=r"epoch 2, step 3 of 5"):
         fit(model, loader, epochs=3, lr=0.05, weight_decay=5e-4, device="cpu", ckpt_path=tmp_path / "m.pt",
             loss_fn=loss_fn, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (AMP path)")
+def test_amp_on_cuda_trains_and_resumes(tmp_path):
+    """fp16 autocast + GradScaler on a GPU: finite, falling losses; the scaler's state is checkpointed and a
+    finished run is read back instead of retrained."""
+    def run():
+        profiles.seed_everything(0)
+        model = build_model("mnist_cnn", 10)
+        loader = DataLoader(TensorDataset(X, Y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+        return model, fit(model, loader, epochs=3, lr=0.05, weight_decay=5e-4, device="cuda",
+                          ckpt_path=tmp_path / "amp.pt", amp=True, progress=False)
+
+    model, out = run()
+    losses = [h["loss"] for h in out["history"]]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    state = torch.load(tmp_path / "amp.pt", weights_only=True)
+    assert state["recipe"]["amp"] and state["scaler"]["scale"] > 0
+    again, out2 = run()
+    assert out2["start_epoch"] == 3 and _same(model, again)

@@ -8,7 +8,7 @@ generate x_ood ~ P(x | Z_ood). Here:
   checks that the text states differ from the clean prompt's at the class token, and that the table is the
   same bit for bit afterwards; the UNet then runs on batches of those prompt embeddings;
 - :func:`generate` is resumable (one PNG per outlier, written atomically, skipped when present) and
-  shardable: each rank of an ``accelerate launch`` takes every ``world``-th item of the work list;
+  shared by the processes of an ``accelerate launch``: each takes every ``world``-th item of the list;
 - :func:`clip_tokenizer` builds SD's CLIP tokenizer offline from the BPE merges that open_clip ships, and
   :func:`write_tiny_pipeline` writes a random-weight pipeline in SD's folder layout, so tests and the
   rehearsal run this whole code path without the 4 GB download.
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import paths
+from .. import distributed, paths
 from .anchors import CLIP_VOCAB_SIZE, sd_dir
 
 SD_REPO_ID = "CompVis/stable-diffusion-v1-4"
@@ -256,22 +256,36 @@ def _save_png(array01: np.ndarray, path: Path, size: int) -> None:
         im.save(tmp, format="PNG")
 
 
+def _finished(out_dir, index: int, label: int) -> bool:
+    path = image_path(out_dir, index, label)
+    return path.exists() and _is_readable(path)
+
+
 def generate(pipe, class_names, labels, features, out_dir, *, steps: int = 50, guidance: float = 7.5,
-             size: int = 512, save_size: int = 256, batch_size: int = 8, seed: int = 0, rank: int = 0,
-             world: int = 1, template: str = PROMPT, progress: bool = True) -> dict:
+             size: int = 512, save_size: int = 256, batch_size: int = 8, seed: int = 0, rank: int | None = None,
+             world: int | None = None, template: str = PROMPT, progress: bool = True) -> dict:
     """Decode outlier ``features`` (N, D) of classes ``labels`` into PNGs in ``out_dir``.
 
     Image i is ``out_dir/{i:06d}_c{label:03d}.png``, drawn from its own seed ``seed + i``, so the result does
-    not depend on the batch size, on the number of ranks or on interruptions; files already there (and
-    readable) are skipped. Returns counts and the injection report of what was generated now."""
+    not depend on the batch size, on the number of processes or on interruptions; files already there (and
+    readable) are skipped, each new file appears complete or not at all. The work is shared by the
+    processes of an ``accelerate launch`` (``rank`` / ``world`` from the launcher unless given): process r
+    takes images r, r + world, ... (every image once, whatever was finished before), and all of them wait
+    at the end until every image is there. Returns counts, the indices written now (``written``) and the
+    injection report of what was generated now."""
     from ..progress import tqdm
 
+    procs = distributed.processes()
+    together = rank is None and world is None and procs.several     # the launcher's processes share the list
+    rank, world = (procs.rank, procs.world) if rank is None and world is None else (rank or 0, world or 1)
     labels = torch.as_tensor(labels).long().cpu()
-    todo = [i for i in shard(len(labels), rank, world)
-            if not (image_path(out_dir, i, int(labels[i])).exists() and _is_readable(image_path(out_dir, i, int(labels[i]))))]
-    negative = _encode(pipe, [""])
-    report = {"generated": 0, "skipped": len(shard(len(labels), rank, world)) - len(todo), "change_at_token": []}
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"SD outliers (rank {rank})", disable=not progress):
+    mine = shard(len(labels), rank, world)
+    todo = [i for i in mine if not _finished(out_dir, i, int(labels[i]))]
+    report = {"generated": 0, "skipped": len(mine) - len(todo), "written": [], "change_at_token": []}
+    negative = _encode(pipe, [""]) if todo else None
+    bar = tqdm(range(0, len(todo), batch_size), desc=f"SD outliers (process {rank} of {world})",
+               disable=not progress or (together and rank != 0))
+    for start in bar:
         idx = todo[start:start + batch_size]
         embeds, check = outlier_prompt_embeds(pipe, class_names, labels[idx], torch.as_tensor(features)[idx], template)
         gens = [torch.Generator().manual_seed(seed + i) for i in idx]
@@ -281,7 +295,10 @@ def generate(pipe, class_names, labels, features, out_dir, *, steps: int = 50, g
         for i, im in zip(idx, images):
             _save_png(im, image_path(out_dir, i, int(labels[i])), save_size)
         report["generated"] += len(idx)
+        report["written"] += idx
         report["change_at_token"] += check["change_at_token"].tolist()
+    if together:
+        distributed.barrier()       # the caller reads every image next
     return report
 
 
@@ -310,15 +327,15 @@ def pipeline_fingerprint(folder) -> str:
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------------------------- multi-GPU
+# ---------------------------------------------------------------------------------------------- several GPUs
 
 def main(argv=None) -> int:
-    """``accelerate launch -m ood_utils.bood.sd OUTLIERS.npz OUT_DIR``: every process decodes its shard.
+    """``accelerate launch --num_processes N -m ood_utils.bood.sd OUTLIERS.npz OUT_DIR``: the processes share
+    the images (process r decodes images r, r + N, ...); a second launch finishes what a stopped one left.
 
-    OUTLIERS.npz holds ``features`` (N, D), ``labels`` (N,) and ``class_names``."""
+    OUTLIERS.npz holds ``features`` (N, D), ``labels`` (N,) and ``class_names``. (Notebook 32's own images:
+    ``accelerate launch -m ood_utils.heavy 32``, which writes them where the notebook looks.)"""
     import argparse
-
-    from accelerate import PartialState
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("outliers"), ap.add_argument("out_dir")
@@ -327,14 +344,14 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args(argv)
     check_weights(args.sd_weights)
-    state = PartialState()
+    procs = distributed.processes()        # joins the launch and picks this process's GPU
     arrays = np.load(args.outliers, allow_pickle=False)
-    pipe = load_pipeline(args.sd_weights, state.device)
-    report = generate(pipe, [str(c) for c in arrays["class_names"]], arrays["labels"], torch.from_numpy(arrays["features"]),
-                      args.out_dir, steps=args.steps, guidance=args.guidance, size=args.size,
-                      save_size=args.save_size, batch_size=args.batch_size, seed=args.seed,
-                      rank=state.process_index, world=state.num_processes)
-    print(json.dumps({"rank": state.process_index, "generated": report["generated"], "skipped": report["skipped"]}))
+    pipe = load_pipeline(args.sd_weights, "cuda" if torch.cuda.is_available() else "cpu")
+    report = generate(pipe, [str(c) for c in arrays["class_names"]], arrays["labels"],
+                      torch.from_numpy(arrays["features"]), args.out_dir, steps=args.steps, guidance=args.guidance,
+                      size=args.size, save_size=args.save_size, batch_size=args.batch_size, seed=args.seed,
+                      progress=procs.is_main)
+    print(json.dumps({"process": procs.rank, "generated": report["generated"], "skipped": report["skipped"]}))
     return 0
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import distributed
 from .energy import check_margins, energy_score
 
 FORMS = ("paper", "public_code")
@@ -68,7 +69,9 @@ def gradient_term(x: torch.Tensor, s: torch.Tensor, n_in: int, m_in: float, m_au
         raise ValueError(f"need at least one ID and one auxiliary row, got n_in={n_in} of {len(s)} rows")
     if form == "public_code":
         g = -F.relu(m_in - s[:n_in]).mean() + F.relu(s[n_in:] - m_aux).mean()
-        return row_norms(input_gradient(g, x, create_graph)).mean()
+        # batch-size dependent: when N processes share a batch (train.fit), each holds 1/N of the rows, so its
+        # means carry N x the one-process factor 1/B_in; dividing by N gives the one-process value
+        return row_norms(input_gradient(g, x, create_graph)).mean() / distributed.processes().world
     norms = row_norms(input_gradient(s.sum(), x, create_graph))
     keep_in, keep_aux = correctly_scored(s, n_in, m_in, m_aux)
     # indexing (not multiplying by the mask) makes the excluded rows contribute exactly zero
