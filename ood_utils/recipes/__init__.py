@@ -1,0 +1,225 @@
+"""Recipe cards: the published recipe behind each paper table or figure the kit reproduces.
+
+A card lists what a GPU run under ``quick`` / ``paper`` should train and evaluate to match a published
+number: datasets and OOD sets (and which are averaged), network and initial weights, epochs, optimiser,
+schedule, learning rate, weight decay, momentum / Nesterov, batch sizes, loss weights and margins, sampler
+pool, generation settings, precision and metric definitions. Every value names its source (a section or
+table of the paper, or the authors' public code); where paper and code differ, the card says which it
+follows and why (the published numbers came from the code unless the notes say otherwise).
+
+Each field also knows how to read what the kit will actually run (from ``profiles.resolve`` through the
+notebook's own config function, or from the code that builds the objective); :func:`check` compares the
+two. A difference is either a deliberate departure listed in :data:`DEPARTURES` (with its reason; the
+README's table is generated from it) or a mismatch, which the tests report by field name.
+
+    python -m ood_utils.recipes [--profile paper] [--card greg_table5] [--json]
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import profiles
+from . import text
+
+CHECKED_PROFILES = ("quick", "paper")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value of a published recipe. ``kit(ctx)`` reads what the kit runs (None: documented only,
+    nothing in the kit to read); ``note`` says which of paper / public code the value follows and why."""
+
+    name: str
+    value: Any
+    source: str
+    kit: Callable[[Any], Any] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Card:
+    """The published recipe of one table or figure: ``context(profile)`` resolves the notebook's config."""
+
+    name: str
+    paper: str
+    target: str                      # "Table 5", "Fig. 1a and Fig. 3", ...
+    notebooks: tuple[str, ...]       # notebook numbers that run it
+    context: Callable[[str], Any]
+    fields: tuple[Field, ...]
+    selector: dict = field(default_factory=dict)   # parameters that select this card in its notebook
+    profiles: tuple[str, ...] = CHECKED_PROFILES    # the profiles that reproduce it
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"card {self.name!r} has no field {name!r}; fields: {', '.join(f.name for f in self.fields)}")
+
+
+@dataclass(frozen=True)
+class Departure:
+    """A deliberate difference from the published recipe: ``card.field`` runs ``kit`` under ``profiles``."""
+
+    card: str
+    field: str
+    profiles: tuple[str, ...]
+    kit: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One field of a card under one profile: ``status`` is "as published", "departure", "differs" or
+    "documented" (no kit value to read)."""
+
+    card: str
+    field: str
+    profile: str
+    published: Any
+    kit: Any
+    status: str
+    source: str
+    note: str = ""
+
+
+@contextmanager
+def no_smoke():
+    """Cards describe real runs: resolve the profiles without the tests' smoke scaling."""
+    saved = os.environ.pop(profiles.SMOKE_ENV, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[profiles.SMOKE_ENV] = saved
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality of recipe values: floats to 1e-9 relative, lists = tuples, recursively."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _registry() -> dict[str, Card]:
+    from . import bood_cards, greg_cards, mme_cards
+
+    cards = [*greg_cards.CARDS, *mme_cards.CARDS, *bood_cards.CARDS]
+    names = [c.name for c in cards]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"duplicate card names: {names}")
+    return {c.name: c for c in cards}
+
+
+def cards() -> dict[str, Card]:
+    """Every card, by name."""
+    return _registry()
+
+
+def departures() -> tuple[Departure, ...]:
+    from . import bood_cards, greg_cards, mme_cards
+
+    return (*greg_cards.DEPARTURES, *mme_cards.DEPARTURES, *bood_cards.DEPARTURES)
+
+
+def get_card(name: str) -> Card:
+    table = cards()
+    if name not in table:
+        raise KeyError(f"unknown card {name!r}; valid: {', '.join(table)}")
+    return table[name]
+
+
+def cards_for(notebook: str, params: dict | None = None, profile: str | None = None) -> list[Card]:
+    """The cards a notebook (number or stem, "12" or "12_greg_plus_sampling") runs with ``params``: a card
+    whose selector the parameters match, else the notebook's default cards (empty selector); with
+    ``profile``, only the cards that profile reproduces."""
+    number = str(notebook).split("_")[0]
+    params = params or {}
+    mine = [c for c in cards().values() if number in c.notebooks]
+    chosen = [c for c in mine if c.selector and all(same(params.get(k), v) for k, v in c.selector.items())]
+    chosen = chosen or [c for c in mine if not c.selector]
+    return [c for c in chosen if profile is None or profile in c.profiles]
+
+
+def _departure(card: str, name: str, profile: str, kit: Any) -> Departure | None:
+    for d in departures():
+        if d.card == card and d.field == name and profile in d.profiles and same(d.kit, kit):
+            return d
+    return None
+
+
+def check(card: Card | str, profile: str = "paper") -> list[Check]:
+    """Every field of ``card`` against what the kit runs under ``profile``."""
+    card = get_card(card) if isinstance(card, str) else card
+    profiles.check_profile(profile)
+    with no_smoke():
+        ctx = card.context(profile)
+        out = []
+        for f in card.fields:
+            if f.kit is None:
+                out.append(Check(card.name, f.name, profile, f.value, None, "documented", f.source, f.note))
+                continue
+            try:
+                kit = f.kit(ctx)
+            except Exception as err:          # a value the kit cannot produce is a difference, said plainly
+                kit = f"<error: {type(err).__name__}: {err}>"
+            if same(kit, f.value):
+                status, note = "as published", f.note
+            elif (d := _departure(card.name, f.name, profile, kit)) is not None:
+                status, note = "departure", d.reason
+            else:
+                status, note = "differs", f.note
+            out.append(Check(card.name, f.name, profile, f.value, kit, status, f.source, note))
+    return out
+
+
+def differences(profile: str = "paper", names=None) -> list[Check]:
+    """The fields whose kit value is neither the published one nor a listed departure."""
+    chosen = names or list(cards())
+    return [c for name in chosen for c in check(name, profile) if c.status == "differs"]
+
+
+def summary(card: Card | str, profile: str) -> str:
+    """One line: ``greg_table5 (Table 5): 14 as published, 2 departures, 1 differs (schedule)``."""
+    rows = check(card, profile)
+    name = rows[0].card if rows else str(card)
+    counts = {s: sum(r.status == s for r in rows) for s in ("as published", "departure", "differs", "documented")}
+    differ = [r.field for r in rows if r.status == "differs"]
+    text = (f"{name} ({get_card(name).target}): {counts['as published']} as published, "
+            f"{counts['departure']} departures, {counts['documented']} documented")
+    return text + (f", {len(differ)} DIFFER ({', '.join(differ)})" if differ else "")
+
+
+def render(profile: str = "paper", names=None) -> str:
+    """Every chosen card as text: each field's published value, source, and what the kit runs."""
+    chosen = [get_card(n) for n in (names or cards())]
+    return "\n\n".join(text.card_text(c, check(c, profile), profile) for c in chosen)
+
+
+def card_frame(card: Card | str, profile: str = "paper"):
+    """One card as a DataFrame (what a notebook shows)."""
+    return text.frame(check(card, profile))
+
+
+def as_json(profile: str = "paper", names=None) -> list[dict]:
+    """Every chosen card as JSON-ready dicts."""
+    chosen = [get_card(n) for n in (names or cards())]
+    return [text.card_dict(c, check(c, profile), profile) for c in chosen]
+
+
+def departures_markdown() -> str:
+    """The README table of every deliberate departure."""
+    return text.departures_table(departures(), cards())
+
+
+__all__ = ["Card", "Check", "Departure", "Field", "as_json", "card_frame", "cards", "cards_for", "check",
+           "departures", "departures_markdown", "differences", "get_card", "render", "same", "summary"]
