@@ -9,7 +9,7 @@ code where it differs from the paper.
 from __future__ import annotations
 
 from .. import data
-from . import Card, Field
+from . import Card, Departure, Field
 from .greg_cards import METRICS, _metrics
 
 PAPER = "MME (BMVC 2025)"
@@ -30,11 +30,15 @@ def _context(**params):
 
 
 def _hp(detector: str, key: str):
-    """A detector hyperparameter as ``get_detector(detector, preset=<the card's preset>)`` builds it."""
+    """A detector hyperparameter as ``get_detector(detector, preset=<the card's preset>)`` builds it (a
+    truncation paired with the Energy score keeps its own in ``.truncation``)."""
     def read(ctx):
         from ..detectors import get_detector
 
-        return get_detector(detector, preset=ctx["preset"]).hparams[key]
+        det = get_detector(detector, preset=ctx["preset"])
+        if key in det.hparams:
+            return det.hparams[key]
+        return det.truncation.hparams[key]
     return read
 
 
@@ -116,4 +120,8 @@ OPENOOD = Card("mme_openood", PAPER, "the OpenOOD fork's setting", ("20", "21"),
 ), selector={"preset": "openood"})
 
 CARDS = (CIFAR, IMAGENET, REFERENCE, OPENOOD)
-DEPARTURES = ()
+DEPARTURES = (
+    Departure("mme_table1", "mme.pca_k", ("quick", "paper"), DENSENET_D // 2,
+              "detectors.pca_k caps k at D/2 (171 of DenseNet's 342 dims) so the residual keeps as many "
+              "dimensions as the principal space; the public code keeps 256 (get_detector('mme', k=256) runs it)"),
+)
