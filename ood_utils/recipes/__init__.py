@@ -16,75 +16,12 @@ README's table is generated from it) or a mismatch, which the tests report by fi
 """
 from __future__ import annotations
 
-import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from .. import profiles
 from . import text
-
-CHECKED_PROFILES = ("quick", "paper")
-
-
-@dataclass(frozen=True)
-class Field:
-    """One value of a published recipe. ``kit(ctx)`` reads what the kit runs (None: documented only,
-    nothing in the kit to read); ``note`` says which of paper / public code the value follows and why."""
-
-    name: str
-    value: Any
-    source: str
-    kit: Callable[[Any], Any] | None = None
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Card:
-    """The published recipe of one table or figure: ``context(profile)`` resolves the notebook's config."""
-
-    name: str
-    paper: str
-    target: str                      # "Table 5", "Fig. 1a and Fig. 3", ...
-    notebooks: tuple[str, ...]       # notebook numbers that run it
-    context: Callable[[str], Any]
-    fields: tuple[Field, ...]
-    selector: dict = field(default_factory=dict)   # parameters that select this card in its notebook
-    profiles: tuple[str, ...] = CHECKED_PROFILES    # the profiles that reproduce it
-
-    def field(self, name: str) -> Field:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        raise KeyError(f"card {self.name!r} has no field {name!r}; fields: {', '.join(f.name for f in self.fields)}")
-
-
-@dataclass(frozen=True)
-class Departure:
-    """A deliberate difference from the published recipe: ``card.field`` runs ``kit`` under ``profiles``."""
-
-    card: str
-    field: str
-    profiles: tuple[str, ...]
-    kit: Any
-    reason: str
-
-
-@dataclass(frozen=True)
-class Check:
-    """One field of a card under one profile: ``status`` is "as published", "departure", "differs" or
-    "documented" (no kit value to read)."""
-
-    card: str
-    field: str
-    profile: str
-    published: Any
-    kit: Any
-    status: str
-    source: str
-    note: str = ""
-
+from .card import CHECKED_PROFILES, Card, Check, Departure, Field, same
 
 @contextmanager
 def no_smoke():
@@ -95,19 +32,6 @@ def no_smoke():
     finally:
         if saved is not None:
             os.environ[profiles.SMOKE_ENV] = saved
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equality of recipe values: floats to 1e-9 relative, lists = tuples, recursively."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b or (isinstance(a, bool) and isinstance(b, bool) and a == b)
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return a == b
 
 
 def _registry() -> dict[str, Card]:
@@ -194,8 +118,9 @@ def summary(card: Card | str, profile: str) -> str:
     name = rows[0].card if rows else str(card)
     counts = {s: sum(r.status == s for r in rows) for s in ("as published", "departure", "differs", "documented")}
     differ = [r.field for r in rows if r.status == "differs"]
+    n_dep = counts["departure"]
     text = (f"{name} ({get_card(name).target}): {counts['as published']} as published, "
-            f"{counts['departure']} departures, {counts['documented']} documented")
+            f"{n_dep} departure{'' if n_dep == 1 else 's'}, {counts['documented']} documented")
     return text + (f", {len(differ)} DIFFER ({', '.join(differ)})" if differ else "")
 
 

@@ -3,8 +3,8 @@
 training, the decoding pipeline). Where the paper states a value, the card follows the paper."""
 from __future__ import annotations
 
-from . import Card, Departure, Field
-from .greg_cards import METRICS, _metrics
+from .card import METRICS, Card, Departure, Field
+from .card import metrics_definition as _metrics
 
 PAPER = "BOOD (ICML 2025)"
 SEC41 = "BOOD Sec. 4.1"
@@ -138,7 +138,8 @@ TABLE1 = Card("bood_table1", PAPER, "Table 1 (CIFAR-100)", ("32",), _context(), 
     Field("reg_weight", 2.5, f"{SEC41} (beta, CIFAR-100)", _paper_value("cifar100", "reg_weight")),
     Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS)", _phi_layers("cifar100"),
           "DreamOOD's CIFAR code uses Linear(1, 2); the card follows BOOD's text."),
-    Field("eval_per_set", 2000, f"{DREAM} (up to 2,000 OOD images per set)", lambda c: c.max_eval),
+    Field("eval_per_set", 2000, f"{DREAM} (up to 2,000 OOD images per set)",
+          lambda c: "all" if c.max_eval is None else c.max_eval),
     Field("seeds", 3, "not stated by BOOD: the kit's three", lambda c: c.n_seeds),
     *_training))
 
@@ -166,7 +167,7 @@ DEPARTURES = (
     Departure("bood_synthesis", "n_outliers", _Q, 200, "quick: 200 images per class"),
     Departure("bood_table1", "n_outliers", _Q, 200, "quick: 200 images per class"),
     Departure("bood_table1", "epochs", _Q, 30, "quick: 30 epochs"),
-    Departure("bood_table1", "eval_per_set", ("paper",), None,
+    Departure("bood_table1", "eval_per_set", ("paper",), "all",
               "every image of each OOD set is scored (narrower intervals than the code's 2,000 cap)"),
     *(Departure(card, "precision", profiles, "amp",
                 "mixed precision on a GPU for speed (the classifiers' plain cross-entropy and energy terms)")

@@ -9,8 +9,8 @@ code where it differs from the paper.
 from __future__ import annotations
 
 from .. import data
-from . import Card, Departure, Field
-from .greg_cards import METRICS, _metrics
+from .card import METRICS, Card, Departure, Field
+from .card import metrics_definition as _metrics
 
 PAPER = "MME (BMVC 2025)"
 NOTES = "MME public code (lrakotoarivony/mme)"
