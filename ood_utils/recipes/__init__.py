@@ -9,7 +9,7 @@ follows and why (the published numbers came from the code unless the notes say o
 
 Each field also knows how to read what the kit will actually run (from ``profiles.resolve`` through the
 notebook's own config function, or from the code that builds the objective); :func:`check` compares the
-two. A difference is either a deliberate departure listed in :data:`DEPARTURES` (with its reason; the
+two. A difference is either a deliberate departure listed by :func:`departures` (with its reason; the
 README's table is generated from it) or a mismatch, which the tests report by field name.
 
     python -m ood_utils.recipes [--profile paper] [--card greg_table5] [--json]
@@ -20,8 +20,9 @@ import os
 from contextlib import contextmanager
 
 from .. import profiles
-from . import text
-from .card import CHECKED_PROFILES, Card, Check, Departure, Field, same
+from . import bood_cards, greg_cards, mme_cards, text
+from .card import Card, Check, Departure, Field, same
+
 
 @contextmanager
 def no_smoke():
@@ -35,8 +36,6 @@ def no_smoke():
 
 
 def _registry() -> dict[str, Card]:
-    from . import bood_cards, greg_cards, mme_cards
-
     cards = [*greg_cards.CARDS, *mme_cards.CARDS, *bood_cards.CARDS]
     names = [c.name for c in cards]
     if len(set(names)) != len(names):
@@ -50,8 +49,7 @@ def cards() -> dict[str, Card]:
 
 
 def departures() -> tuple[Departure, ...]:
-    from . import bood_cards, greg_cards, mme_cards
-
+    """Every deliberate departure of the kit from a card (the README's table)."""
     return (*greg_cards.DEPARTURES, *mme_cards.DEPARTURES, *bood_cards.DEPARTURES)
 
 

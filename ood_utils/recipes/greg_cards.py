@@ -95,7 +95,7 @@ FINETUNE = Card(
         Field("id_batch", 64, f"{CODE} (B = 64 ID + 128 auxiliary)", lambda c: c.ft_batch_size),
         Field("aux_batch", 128, "GReg Sec. 5, Sampling Details (2 n_ID auxiliary per step); code",
               lambda c: c.aux_per_id * c.ft_batch_size),
-        Field("candidate_pool", 384, f"{CODE} (POEM / DOS pool 300000/50000 x B = 6 x 64)",
+        Field("candidate_pool", 384, f"{CODE} (the samplers' pool: 300000/50000 x B = 6 x 64 images)",
               lambda c: c.pool_factor * c.ft_batch_size),
         *_common_loss,
     ))
