@@ -90,8 +90,8 @@ def test_command_line_prints_text_and_json(capsys):
 
 def test_readme_lists_every_departure():
     readme = (paths.REPO_ROOT / "README.md").read_text()
-    assert recipes.departures_markdown() in readme, (
-        "README's departure table is out of date: paste `python -m ood_utils.recipes --departures`")
+    for table in (recipes.departures_markdown(), recipes.choices_markdown()):
+        assert table in readme, "README's tables are out of date: paste `python -m ood_utils.recipes --departures`"
 
 
 def _notebooks_with_cards():

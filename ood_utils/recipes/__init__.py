@@ -144,5 +144,10 @@ def departures_markdown() -> str:
     return text.departures_table(departures(), cards())
 
 
-__all__ = ["Card", "Check", "Departure", "Field", "as_json", "card_frame", "cards", "cards_for", "check",
+def choices_markdown() -> str:
+    """The README table of the values where paper and public code differ, and which one each card follows."""
+    return text.choices_table(cards())
+
+
+__all__ = ["Card", "Check", "Departure", "Field", "as_json", "card_frame", "cards", "cards_for", "check", "choices_markdown",
            "departures", "departures_markdown", "differences", "get_card", "render", "same", "summary"]

@@ -7,7 +7,7 @@ import json
 import sys
 
 from .. import profiles
-from . import as_json, cards, departures_markdown, render
+from . import as_json, cards, choices_markdown, departures_markdown, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,14 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="paper", choices=profiles.PROFILES)
     parser.add_argument("--card", nargs="+", metavar="NAME", help=f"cards to print (default: all): {', '.join(cards())}")
     parser.add_argument("--json", action="store_true", help="JSON instead of text")
-    parser.add_argument("--departures", action="store_true", help="the Markdown table of deliberate departures")
+    parser.add_argument("--departures", action="store_true", help="the Markdown tables of the deliberate "
+                        "departures and of the card's choices where paper and public code differ")
     args = parser.parse_args(argv)
     unknown = [n for n in args.card or () if n not in cards()]
     if unknown:
         print(f"error: unknown card(s) {', '.join(unknown)}; valid: {', '.join(cards())}", file=sys.stderr)
         return 2
     if args.departures:
-        print(departures_markdown())
+        print(departures_markdown() + "\n\nWhere paper and public code differ, the cards follow:\n\n"
+              + choices_markdown())
     elif args.json:
         print(json.dumps(as_json(args.profile, args.card), indent=1, default=str))
     else:

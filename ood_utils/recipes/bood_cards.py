@@ -78,7 +78,7 @@ _training = (
     Field("epochs", 100, "not stated by BOOD: the kit's choice", lambda c: c.reg_epochs),
     Field("optimizer", "sgd", DREAM, None),
     Field("lr", 0.1, SEC41, lambda c: c.lr),
-    Field("schedule", "cosine", SEC41, None, "train.fit anneals per step; the paper says cosine decay"),
+    Field("schedule", "cosine", SEC41, None),
     Field("nesterov", True, f"{DREAM} (momentum 0.9)", lambda c: c.profile != "mini"),
     Field("weight_decay", 5e-4, DREAM, lambda c: c.weight_decay),
     Field("batch", 160, SEC41, lambda c: c.values.get("reg_batch_size", c.batch_size)),
@@ -147,7 +147,8 @@ TABLE2 = Card("bood_table2", PAPER, "Table 2 (ImageNet-100)", ("32",), _context(
     Field("id_dataset", "imagenet100", SEC41, lambda c: _ids(c)[0]),
     Field("averaged", IMAGENET_OOD, f"{SEC41} (following MOS); BOOD Table 2", _table_sets("imagenet100", 2)),
     Field("reg_weight", 1.0, f"{SEC41} (beta, ImageNet-100)", _paper_value("imagenet100", "reg_weight")),
-    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS)", _phi_layers("imagenet100")),
+    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS)", _phi_layers("imagenet100"),
+          "DreamOOD's ImageNet-100 code uses Linear(1, 512)-ReLU-Linear(512, 2); the card follows BOOD's text."),
     *_training), selector={"id_datasets": ["imagenet100"]}, profiles=("paper",))
 
 SWEEPS = Card("bood_figs_5_6", PAPER, "Figs. 5-6 (alpha, c, r, beta, K)", ("32",), _context(), (

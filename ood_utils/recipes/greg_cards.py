@@ -62,8 +62,8 @@ _common_loss = (
     Field("m_aux", -7.0, f"{CODE} (m_out)", lambda c: c.m_aux),
     Field("grad_rows", "independent", "GReg eq. (3) (a per-sample norm)", None,
           "The public code takes the gradient with BatchNorm in train mode, so each row's gradient carries other "
-          "rows' energies (82-87% of the norm on ResNet-18); the card follows the paper's per-sample term, "
-          "which greg.regularizer computes without mixing rows (tested there)."),
+          "rows' energies (82-87% of the norm on ResNet-18); the card follows the paper's per-sample term: "
+          "one row's term must not change when another row changes."),
     Field("precision", "fp32", f"{CODE} (no autocast)", lambda c: "amp" if c.amp else "fp32"),
     Field("score", "energy: logsumexp(logits), T = 1", f"GReg Sec. 3; {CODE}", None),
     Field("metrics", METRICS, "GReg Sec. 5, Evaluation Metrics; scikit-learn AUROC in the code", _metrics),
@@ -175,7 +175,7 @@ def _toy(key: str):
 CARDS = (TOY, FINETUNE, PLUS, IMAGENET)
 
 _AMP = ("mixed precision for the forward / backward passes (speed on a GPU); the inner input gradient of "
-        "eq. (3) runs in fp32, where fp16 would underflow (input-gradient norms are ~3e-5 per pixel)")
+        "eq. (3) must stay in fp32 under it, where fp16 would underflow (input-gradient norms ~3e-5 per pixel)")
 DEPARTURES = (
     Departure("greg_tables_1_2_4_6", "id_datasets", ("quick",), ("cifar10",), "quick: one ID dataset in about an hour"),
     Departure("greg_tables_1_2_4_6", "archs", ("quick",), ("resnet18",), "quick: the smallest network"),

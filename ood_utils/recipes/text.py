@@ -62,3 +62,17 @@ def departures_table(departures, cards: dict) -> str:
         lines.append(f"| `{d.card}` ({card.target}) | {d.field} | {', '.join(d.profiles)} | {show(published)} | "
                      f"{show(d.kit)} | {d.reason} |")
     return "\n".join(lines)
+
+
+def choices_table(cards: dict) -> str:
+    """Markdown: every field where paper and public code differ (a field with a note) and the cards' choice,
+    one row per choice with the cards that share it."""
+    groups: dict[tuple, list[str]] = {}
+    for card in cards.values():
+        for f in card.fields:
+            if f.note:
+                groups.setdefault((f.name, show(f.value), f.source, f.note), []).append(card.name)
+    lines = ["| cards | field | the cards follow | source | why |", "|---|---|---|---|---|"]
+    for (name, value, source, note), names in groups.items():
+        lines.append(f"| {', '.join(f'`{n}`' for n in names)} | {name} | {value} | {source} | {note} |")
+    return "\n".join(lines)
