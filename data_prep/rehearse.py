@@ -13,7 +13,10 @@ to end on data in the real formats. What it does not: any accuracy or AUROC (the
 digits and patches with arbitrary labels), the downloads themselves, or GPU speed.
 
 Each notebook runs on its own, so one failure does not hide the others; the time table is printed and
-written to ``<out>/rehearsal.csv`` and ``<out>/rehearsal.md``; the exit status is 1 if any run failed.
+written to ``<out>/rehearsal.csv`` and ``<out>/rehearsal.md``; the exit status is 1 if any run failed. Next to
+each run's time stands its recipe card (:mod:`ood_utils.recipes`): the published recipe the notebook
+reproduces under that profile and how many of its values the kit runs as published, as a listed departure,
+or differently, so a GPU user sees what will run before a long job.
 ``--variants`` adds the runs that the default parameters do not reach (:data:`VARIANTS`: the ImageNet
 paths, with random-weight checkpoints where a path needs user weights), under ``paper`` only: they are
 the paper's ImageNet tables, and ``quick`` would run the same code again (smoke mode sets the epochs and
@@ -70,6 +73,7 @@ class Row:
     status: str              # ok | failed | absent
     seconds: float
     note: str = ""
+    card: str = ""           # the run's recipe cards, one summary each (ood_utils.recipes.summary)
 
 
 def default_root() -> Path:
@@ -101,6 +105,19 @@ def _defined(nb: Path) -> set[str]:
     from ood_utils.run import parameters_of
 
     return set(parameters_of(nb))
+
+
+def card_summary(nb: Path | str, profile: str, params: dict[str, Any]) -> str:
+    """The recipe cards a run of ``nb`` under ``profile`` with ``params`` reproduces, one summary each
+    ("; "-joined), or "no card" for a notebook that reproduces no paper table (00, 90)."""
+    from ood_utils import recipes
+
+    stem = nb.stem if isinstance(nb, Path) else str(nb)
+    try:
+        chosen = recipes.cards_for(stem, params, profile)
+        return "; ".join(recipes.summary(c, profile) for c in chosen) or "no card"
+    except Exception as err:       # a card that cannot be read must not stop the rehearsal
+        return f"card unreadable: {type(err).__name__}: {err}"
 
 
 def run_one(nb: Path, profile: str, params: dict[str, Any], out: Path, label: str = "",
@@ -176,9 +193,12 @@ def rehearse(profiles: list[str], only: list[str] | None = None, device: str = "
             if ckpt is not None:
                 params = {**params, "checkpoint": str(standins.random_checkpoint(root, *ckpt))}
             say(f"[{i}/{len(runs)}] {profile} {nb.stem}{' · ' + label if label else ''}")
+            card = card_summary(nb, profile, params)
+            say(f"    card: {card}")
             variant = next((v for v in VARIANTS if v.label == label), None)
             row = run_one(nb, profile, params, out, label, timeout,
                           frozenset(variant.params) if variant else frozenset())
+            row.card = card
             say(f"    {row.status} in {row.seconds:.1f} s{'  ' + row.note if row.note else ''}")
             rows.append(row)
     write_table(rows, out)
@@ -188,13 +208,14 @@ def rehearse(profiles: list[str], only: list[str] | None = None, device: str = "
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = ["| profile | notebook | variant | status | seconds | note |", "|---|---|---|---|---:|---|"]
-    lines += [f"| {r.profile} | {r.notebook} | {r.variant or '-'} | {r.status} | {r.seconds:.1f} | {r.note} |"
-              for r in rows]
+    lines = ["| profile | notebook | variant | status | seconds | recipe card | note |", "|---|---|---|---|---:|---|---|"]
+    lines += [f"| {r.profile} | {r.notebook} | {r.variant or '-'} | {r.status} | {r.seconds:.1f} | {r.card or '-'} "
+              f"| {r.note} |" for r in rows]
     total = sum(r.seconds for r in rows)
     failed = sum(r.status == "failed" for r in rows)
     lines.append(f"\n{len(rows)} runs, {failed} failed, {total:.0f} s in all "
-                 f"(smoke mode, stand-in data, device as given)")
+                 f"(smoke mode, stand-in data, device as given); the recipe cards in full: "
+                 f"python -m ood_utils.recipes --profile PROFILE")
     return "\n".join(lines)
 
 
@@ -202,8 +223,9 @@ def write_table(rows: list[Row], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with paths.atomic_path(out / "rehearsal.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["profile", "notebook", "variant", "status", "seconds", "note"])
-        writer.writerows([r.profile, r.notebook, r.variant, r.status, f"{r.seconds:.1f}", r.note] for r in rows)
+        writer.writerow(["profile", "notebook", "variant", "status", "seconds", "card", "note"])
+        writer.writerows([r.profile, r.notebook, r.variant, r.status, f"{r.seconds:.1f}", r.card, r.note]
+                         for r in rows)
     paths.write_bytes(out / "rehearsal.md", (format_table(rows) + "\n").encode())
 
 

@@ -86,3 +86,43 @@ def test_minilm_anchors_offline(monkeypatch):
     assert a.tokens[0] == ("zero",) and a.multi_token == {"aquarium_fish": ("aquarium", "fish")}
     # distinct words, distinct rows
     assert torch.cdist(a.vectors, a.vectors)[0, 1] > 0.1
+
+
+def test_identical_anchors_are_refused(table):
+    tok = WordTokenizer(["cat", "dog"])
+    with pytest.raises(bood.AnchorError, match="same anchor"):
+        bood.anchors_from_table(["cat", "cat_"], tok, table)
+
+
+def test_anchors_and_sd_share_one_tokenisation_without_an_import_cycle():
+    """anchors is the lower module: it never imports the SD decoder, which reads its tokens from it."""
+    import ast
+    import inspect
+
+    from ood_utils.bood import sd
+
+    tree = ast.parse(inspect.getsource(A))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.endswith("sd") or m.endswith("decoders")}, imported
+    assert sd.name_token_ids is A.name_token_ids and sd.check_weights is A.check_weights
+    assert sd.MULTI_TOKEN_RULE == A.MULTI_TOKEN_RULE
+
+
+def test_cifar100_names_get_distinct_anchors_with_the_clip_tokenizer():
+    """All 100 CIFAR-100 names, with SD's CLIP tokenizer and a random table of its size: every class its own
+    anchor (the five *_tree classes included), each the mean of all its sub-token rows."""
+    from ood_utils import data
+    from ood_utils.bood import sd
+
+    names = data.ID_DATASETS["cifar100"].class_names
+    tok = sd.clip_tokenizer()
+    table = torch.randn(A.CLIP_VOCAB_SIZE, 16, generator=torch.Generator().manual_seed(0))
+    a = A.anchors_from_table(names, tok, table, "random")
+    assert torch.cdist(a.vectors, a.vectors).add(torch.eye(len(names))).min() > 0
+    multi = a.multi_token
+    assert multi["cockroach"] == ("co", "ck", "roach</w>") and len(multi) == 15
+    trees = [n for n in names if n.endswith("_tree")]
+    assert len(trees) == 5 and all(len(multi[n]) == 2 for n in trees)
+    for n in ("cockroach", "maple_tree"):
+        ids = A.name_token_ids(tok, n)
+        assert torch.allclose(a.vectors[names.index(n)], table[ids].mean(0))

@@ -79,22 +79,68 @@ def test_every_class_gets_its_outlier_and_the_table_is_restored(pipe):
     assert not torch.allclose(embeds[0], embeds[5])
 
 
-def test_swap_restores_the_row_even_on_error(pipe):
+def test_swap_restores_the_rows_even_on_error(pipe):
     before = _table_digest(pipe)
-    token_id, _ = sd.class_token(pipe.tokenizer, "one")
+    ids, _ = sd.class_tokens(pipe.tokenizer, "cockroach")
     with pytest.raises(RuntimeError):
-        with sd.swapped_row(pipe.text_encoder, token_id, torch.ones(32)):
-            assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[token_id], torch.ones(32))
+        with sd.swapped_rows(pipe.text_encoder, ids, torch.ones(32)):
+            assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[list(ids)], torch.ones(len(ids), 32))
             raise RuntimeError("interrupted")
     assert _table_digest(pipe) == before
 
 
 def test_outlier_is_rescaled_to_the_row_norm(pipe):
-    token_id, pos = sd.class_token(pipe.tokenizer, "two")
-    row = pipe.text_encoder.get_input_embeddings().weight[token_id]
+    ids, positions = sd.class_tokens(pipe.tokenizer, "two")
+    assert len(ids) == 1
+    row = pipe.text_encoder.get_input_embeddings().weight[ids[0]]
     z = 7.0 * torch.randn(32)
-    assert torch.isclose(sd.rescale_to_token(pipe, token_id, z).norm(), row.norm(), atol=1e-5)
-    assert pipe.tokenizer("A high-quality image of the two").input_ids[pos] == token_id
+    assert torch.isclose(sd.rescale_to_tokens(pipe, ids, z).norm(), row.norm(), atol=1e-5)
+    assert pipe.tokenizer("A high-quality image of the two").input_ids[positions[0]] == ids[0]
+
+
+# a name of three sub-tokens and two two-token names that share a word
+MULTI = ["cockroach", "maple_tree", "oak_tree"]
+
+
+def test_multi_token_names_swap_every_sub_token_in_order(pipe):
+    ids, positions = sd.class_tokens(pipe.tokenizer, "cockroach")
+    assert pipe.tokenizer.convert_ids_to_tokens(list(ids)) == ["co", "ck", "roach</w>"]
+    prompt_ids = pipe.tokenizer("A high-quality image of the cockroach").input_ids
+    assert [prompt_ids[p] for p in positions] == list(ids) and positions == tuple(range(positions[0], positions[0] + 3))
+    tree_ids, _ = sd.class_tokens(pipe.tokenizer, "maple_tree")
+    assert pipe.tokenizer.convert_ids_to_tokens(list(tree_ids)) == ["maple</w>", "tree</w>"]
+
+
+def test_multi_token_outlier_is_written_into_every_row_and_matches_the_anchor(pipe):
+    """The anchor of a multi-token name is the mean of its rows; the swap sets every one of those rows to the
+    outlier (norm = their mean norm), so the swapped name's mean row points where the outlier points."""
+    from ood_utils.bood import anchors as A
+
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    anchors = A.anchors_from_table(MULTI, pipe.tokenizer, table, "tiny")
+    torch.manual_seed(2)
+    z = torch.randn(32)
+    for c, name in enumerate(MULTI):
+        ids, _ = sd.class_tokens(pipe.tokenizer, name)
+        assert torch.allclose(anchors.vectors[c], table[list(ids)].mean(0))          # the same rows
+        assert anchors.tokens[c] == tuple(pipe.tokenizer.convert_ids_to_tokens(list(ids)))
+        v = sd.rescale_to_tokens(pipe, ids, z)
+        assert torch.isclose(v.norm(), table[list(ids)].norm(dim=1).mean(), atol=1e-5)
+        with sd.swapped_rows(pipe.text_encoder, ids, v):
+            swapped = pipe.text_encoder.get_input_embeddings().weight[list(ids)]
+            assert torch.allclose(swapped, v.expand(len(ids), -1))                  # every sub-token carries it
+            assert torch.allclose(torch.nn.functional.normalize(swapped.mean(0), dim=0),
+                                  torch.nn.functional.normalize(z, dim=0), atol=1e-5)
+    before = _table_digest(pipe)
+    embeds, report = sd.outlier_prompt_embeds(pipe, MULTI, torch.tensor([0, 1, 2]), torch.randn(3, 32))
+    assert list(report["n_tokens"]) == [3, 2, 2]
+    assert (report["change_at_token"] > 1e-4).all() and (report["change_before_token"] == 0).all()
+    assert report["table_restored"] and _table_digest(pipe) == before
+
+
+def test_a_name_token_inside_the_template_is_refused(pipe):
+    with pytest.raises(ValueError, match="change the template"):
+        sd.class_tokens(pipe.tokenizer, "image")
 
 
 def test_wrong_dimension_is_refused(pipe):
@@ -134,7 +180,7 @@ def test_shard_covers_the_work_once():
 
 def test_class_missing_from_prompt_is_refused(pipe):
     with pytest.raises(ValueError, match="not be injected"):
-        sd.class_token(pipe.tokenizer, "one", template="A photo of something")
+        sd.class_tokens(pipe.tokenizer, "one", template="A photo of something")
 
 
 def test_accelerate_entry_point(tiny_dir, tmp_path):

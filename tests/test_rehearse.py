@@ -91,3 +91,23 @@ def test_a_variant_parameter_the_notebook_lacks_fails_the_run_instead_of_running
                            required=frozenset({"id_datasets"}))
     assert row.status == "failed" and "defines no parameter id_datasets" in row.note
     assert not (tmp_path / "runs").exists()                      # nothing was executed
+
+
+def test_each_planned_run_names_its_recipe_card_without_running_anything():
+    """The card printed next to each run follows the notebook, the profile and a variant's parameters."""
+    runs = rehearse.plan(["quick", "paper"], None, "cpu", variants=True)
+    cards = {(p, nb.stem[:2], label): rehearse.card_summary(nb, p, params) for p, nb, params, label, _ in runs}
+    assert cards[("paper", "12", "")].startswith("greg_table5 (Table 5 ")
+    assert cards[("paper", "12", "GReg ImageNet-10")].startswith("greg_table3 (Table 3")
+    assert cards[("paper", "32", "BOOD ImageNet-100")].startswith("bood_table2")
+    assert cards[("quick", "21", "")].startswith("mme_table1") and cards[("paper", "00", "")] == "no card"
+    assert all(" as published, " in c for k, c in cards.items() if k[1] not in ("00", "90")), cards
+
+
+def test_time_table_shows_the_card_next_to_the_time(tmp_path):
+    row = rehearse.Row("paper", "12_greg_plus_sampling", "", "ok", 30.0)
+    row.card = rehearse.card_summary("12_greg_plus_sampling", "paper", {"device": "cpu"})
+    rehearse.write_table([row], tmp_path)
+    line = next(l for l in (tmp_path / "rehearsal.md").read_text().splitlines() if l.startswith("| paper | 12_"))
+    assert "| 30.0 | greg_table5 (Table 5 " in line
+    assert "greg_table5" in (tmp_path / "rehearsal.csv").read_text()

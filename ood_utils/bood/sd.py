@@ -4,9 +4,12 @@ DreamOOD and BOOD write the prompt "A high-quality image of the <class>", replac
 token-embedding table that the class token reads by the outlier embedding z_ood for that call, and let SD
 generate x_ood ~ P(x | Z_ood). Here:
 
-- :func:`outlier_prompt_embeds` encodes one prompt per outlier with its row swapped (and restored at once),
-  checks that the text states differ from the clean prompt's at the class token, and that the table is the
-  same bit for bit afterwards; the UNet then runs on batches of those prompt embeddings;
+- :func:`outlier_prompt_embeds` encodes one prompt per outlier with the class name's rows swapped (and
+  restored at once), checks that the text states differ from the clean prompt's at the class token, and that
+  the table is the same bit for bit afterwards; the UNet then runs on batches of those prompt embeddings.
+  A name of several tokens ("cockroach" -> co + ck + roach) has EVERY one of its rows replaced by the outlier,
+  rescaled to the mean norm of those rows: the anchor of that class is the mean of the same rows
+  (:data:`MULTI_TOKEN_RULE`, :mod:`ood_utils.bood.anchors`);
 - :func:`generate` is resumable (one PNG per outlier, written atomically, skipped when present) and
   shared by the processes of an ``accelerate launch``: each takes every ``world``-th item of the list;
 - :func:`clip_tokenizer` builds SD's CLIP tokenizer offline from the BPE merges that open_clip ships, and
@@ -28,32 +31,12 @@ import numpy as np
 import torch
 
 from .. import distributed, paths
-from .anchors import CLIP_VOCAB_SIZE, sd_dir
+# the weights' location and check live with the anchors (below this module); re-exported for the decoder's users
+from .anchors import (CLIP_VOCAB_SIZE, MULTI_TOKEN_RULE, SD_PARTS, SD_REPO_ID, SDWeightsMissing, check_weights,
+                      name_text, name_token_ids, sd_dir)
 
-SD_REPO_ID = "CompVis/stable-diffusion-v1-4"
-SD_PARTS = ("model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae")
 PROMPT = "A high-quality image of the {}"       # DreamOOD's template (public code)
 SD_DEFAULTS = {"steps": 50, "guidance": 7.5, "size": 512, "save_size": 256}   # PLMS 50 steps, 512 -> 256
-
-
-class SDWeightsMissing(FileNotFoundError):
-    """The Stable Diffusion folder is absent or incomplete; the message says what to download and where."""
-
-
-def check_weights(sd_weights=None) -> Path:
-    """The SD v1.4 diffusers folder (``paths.data_dir()/models/stable-diffusion-v1-4`` or ``sd_weights``),
-    checked before any heavy work; raises :class:`SDWeightsMissing` naming the missing parts."""
-    folder = sd_dir(sd_weights)
-    missing = [p for p in SD_PARTS if not (folder / p).exists()]
-    if missing:
-        raise SDWeightsMissing(
-            f"Stable Diffusion v1.4 weights not found in {folder} (missing: {', '.join(missing)}). On a machine "
-            f"with internet, accept the licence of {SD_REPO_ID} on huggingface.co, then run\n"
-            f"  huggingface-cli download {SD_REPO_ID} --local-dir {folder} --include 'model_index.json' "
-            "'scheduler/*' 'text_encoder/*' 'tokenizer/*' 'unet/*' 'vae/*'\n"
-            "(the diffusers layout; the safety_checker and feature_extractor folders are not needed), copy the "
-            "folder there, or pass sd_weights='/path/to/stable-diffusion-v1-4'.")
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -150,30 +133,42 @@ def load_pipeline(sd_weights=None, device=None):
 
 # ---------------------------------------------------------------------------------------------- eq. (6)
 
-def class_token(tokenizer, class_name: str, template: str = PROMPT) -> tuple[int, int]:
-    """(token id, position in the prompt) of the class name's first token, whose embedding row is swapped.
+def class_tokens(tokenizer, class_name: str, template: str = PROMPT) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(token ids, their positions in the prompt) of EVERY sub-token of the class name: the rows the swap
+    replaces (:data:`MULTI_TOKEN_RULE`; the anchor averages the same rows, :func:`anchors.name_token_ids`).
 
-    Raises when the token does not appear in the tokenised prompt (a name merged with its neighbours):
-    every class must get its outlier injected."""
-    text = class_name.replace("_", " ")
-    token_id = tokenizer(text, add_special_tokens=False).input_ids[0]
-    ids = tokenizer(template.format(text)).input_ids
-    if token_id not in ids:
-        raise ValueError(f"the first token of class {class_name!r} ({tokenizer.convert_ids_to_tokens(token_id)}) "
-                         f"does not occur in the prompt {template.format(text)!r}: the outlier would not be injected")
-    return token_id, ids.index(token_id)
+    Raises when the name's tokens do not occur, in order, in the tokenised prompt (a name merged with its
+    neighbours: every class must get its outlier injected), or when one of them also occurs elsewhere in the
+    prompt (the swap would change the template's word too)."""
+    ids = name_token_ids(tokenizer, class_name)
+    prompt = template.format(name_text(class_name))
+    prompt_ids = list(tokenizer(prompt).input_ids)
+    n = len(ids)
+    starts = [i for i in range(len(prompt_ids) - n + 1) if n and prompt_ids[i:i + n] == ids]
+    if not starts:
+        pieces = " + ".join(tokenizer.convert_ids_to_tokens(ids)) if ids else "no token"
+        raise ValueError(f"the tokens of class {class_name!r} ({pieces}) do not occur in the prompt {prompt!r}: "
+                         "the outlier would not be injected")
+    positions = tuple(range(starts[0], starts[0] + n))
+    elsewhere = [i for i, t in enumerate(prompt_ids) if t in ids and i not in positions]
+    if elsewhere:
+        raise ValueError(f"a token of class {class_name!r} also occurs at position(s) {elsewhere} of the prompt "
+                         f"{prompt!r}: swapping its row would change the template too; choose another template")
+    return tuple(ids), positions
 
 
 @contextmanager
-def swapped_row(text_encoder, token_id: int, vector: torch.Tensor):
-    """Replace one row of the token-embedding table for the duration of the block, then put it back."""
+def swapped_rows(text_encoder, token_ids, vector: torch.Tensor):
+    """Replace the rows ``token_ids`` of the token-embedding table by ``vector`` for the duration of the block,
+    then put every one back (also on an error)."""
     table = text_encoder.get_input_embeddings().weight
-    original = table.data[token_id].clone()
-    table.data[token_id] = vector.to(table)
+    unique = sorted(set(int(t) for t in token_ids))
+    original = table.data[unique].clone()
     try:
+        table.data[unique] = vector.to(table).expand(len(unique), -1)
         yield
     finally:
-        table.data[token_id] = original
+        table.data[unique] = original
 
 
 def _encode(pipe, prompts: list[str]) -> torch.Tensor:
@@ -184,37 +179,41 @@ def _encode(pipe, prompts: list[str]) -> torch.Tensor:
         return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
 
 
-def rescale_to_token(pipe, token_id: int, z: torch.Tensor) -> torch.Tensor:
-    """z_ood is a direction of the latent space: give it the norm of the row it replaces (normalising first,
-    unlike the public script, which multiplies an unnormalised vector by the norm)."""
-    row = pipe.text_encoder.get_input_embeddings().weight[token_id].float()
-    return torch.nn.functional.normalize(z.float(), dim=0) * row.norm()
+def rescale_to_tokens(pipe, token_ids, z: torch.Tensor) -> torch.Tensor:
+    """z_ood is a direction of the latent space: give it the norm of the rows it replaces (the mean of their
+    norms; for a one-token name, that row's norm as in the paper), normalising first, unlike the public script,
+    which multiplies an unnormalised vector by the norm."""
+    rows = pipe.text_encoder.get_input_embeddings().weight[list(token_ids)].float()
+    return torch.nn.functional.normalize(z.float(), dim=0) * rows.norm(dim=1).mean()
 
 
 def outlier_prompt_embeds(pipe, class_names, labels, features, template: str = PROMPT) -> tuple[torch.Tensor, dict]:
-    """Text states of "A high-quality image of the <class>" with the class token's row = each outlier.
+    """Text states of "A high-quality image of the <class>" with every class-name token's row = each outlier.
 
-    Returns (N, 77, D) prompt embeddings and a report: for every outlier, the largest change of the text
-    states at the class token (must be > 0: the outlier was injected) and before it (must be 0: CLIP's
-    causal mask), and whether the embedding table is bit-identical afterwards."""
+    Returns (N, 77, D) prompt embeddings and a report: for every outlier, the number of rows swapped, the
+    largest change of the text states at the class name's first token (must be > 0: the outlier was injected)
+    and before it (must be 0: CLIP's causal mask), and whether the embedding table is bit-identical afterwards."""
     table = pipe.text_encoder.get_input_embeddings().weight
     if features.shape[1] != table.shape[1]:
         raise ValueError(f"outlier features are {features.shape[1]}-d but the text encoder's token embeddings are "
                          f"{table.shape[1]}-d: the latent space was built from another text model")
     digest_before = hashlib.sha256(table.detach().cpu().float().numpy().tobytes()).hexdigest()
-    tokens = {int(c): class_token(pipe.tokenizer, class_names[int(c)], template) for c in set(labels.tolist())}
-    clean = {c: _encode(pipe, [template.format(class_names[c].replace("_", " "))]) for c in tokens}
-    embeds, at_token, before = [], [], []
+    tokens = {int(c): class_tokens(pipe.tokenizer, class_names[int(c)], template) for c in set(labels.tolist())}
+    prompts = {c: template.format(name_text(class_names[c])) for c in tokens}
+    clean = {c: _encode(pipe, [prompts[c]]) for c in tokens}
+    embeds, at_token, before, n_tokens = [], [], [], []
     for z, c in zip(features, labels.tolist()):
-        token_id, pos = tokens[c]
-        with swapped_row(pipe.text_encoder, token_id, rescale_to_token(pipe, token_id, z)):
-            e = _encode(pipe, [template.format(class_names[c].replace("_", " "))])
-        at_token.append(float((e[0, pos] - clean[c][0, pos]).abs().max()))
-        before.append(float((e[0, :pos] - clean[c][0, :pos]).abs().max()))
+        ids, positions = tokens[c]
+        with swapped_rows(pipe.text_encoder, ids, rescale_to_tokens(pipe, ids, z)):
+            e = _encode(pipe, [prompts[c]])
+        first = positions[0]
+        at_token.append(float((e[0, first] - clean[c][0, first]).abs().max()))
+        before.append(float((e[0, :first] - clean[c][0, :first]).abs().max()))
+        n_tokens.append(len(ids))
         embeds.append(e)
     digest_after = hashlib.sha256(table.detach().cpu().float().numpy().tobytes()).hexdigest()
     report = {"change_at_token": np.array(at_token), "change_before_token": np.array(before),
-              "table_restored": digest_before == digest_after}
+              "n_tokens": np.array(n_tokens, dtype=int), "table_restored": digest_before == digest_after}
     if not report["table_restored"]:
         raise RuntimeError("the token-embedding table changed after the swaps")
     if len(at_token) and min(at_token) <= 0:
