@@ -58,7 +58,15 @@ def per_set_points(frame: pd.DataFrame, id_dataset: str, metric: str = "auroc", 
     ax.tick_params(axis="x", rotation=30)
     if metric == "auroc":
         ax.set_ylim(max(0, sub["value"].min() - 5), 100.5)
+        chance_line(ax, "h")
     return ax.figure
+
+
+def chance_line(ax, orientation: str = "h", near: float = 60.0):
+    """AUROC 50% (chance), drawn when the AUROC axis reaches below ``near`` percent."""
+    lo, _ = ax.get_ylim() if orientation == "h" else ax.get_xlim()
+    if lo <= near:
+        (ax.axhline if orientation == "h" else ax.axvline)(50, color="grey", ls="--", lw=1, label="chance (AUROC 50%)")
 
 
 SWEEP_LABELS = {"step_size": r"step size $\alpha$", "extra_steps": "extra steps $c$ after crossing",
@@ -101,6 +109,7 @@ def sweep_panels(sweep_runs: dict, paper_best: dict | None = None, metric_of=Non
         ax.set(xlabel=SWEEP_LABELS.get(key, key), title=f"sweep of {key}")
         ax.set_xlim(-0.5, len(values) - 0.5)
     axes[0][0].set_ylabel("average AUROC over OOD sets (%)")
+    chance_line(axes[0][0], "h")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -127,7 +136,8 @@ def method_points(runs_by_method: dict, order=None, metric_of=None, ax=None):
         if not all(ok):
             ax.scatter([v for v, k in zip(vals, ok) if not k], [i + 0.18] * (len(ok) - sum(ok)), marker="x",
                        s=40, color="black")
-        ax.text(mean, i - 0.3, f"{mean:.1f}", ha="center", fontsize=8)
+        ax.text(mean + half, i, f"  {mean:.1f}", va="center", fontsize=8)
+    chance_line(ax, "v")
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set(xlabel="average AUROC over OOD sets (%): seeds (dots), mean ± 95% CI (diamond)",
