@@ -157,3 +157,12 @@ def test_summary_mean_and_std_in_percent():
 def test_paper_number():
     assert report.paper_number(1, "BOOD", "average", "fpr95") == pytest.approx(10.67)
     assert report.paper_number(1, "BOOD", "nowhere", "fpr95") is None
+
+
+def test_health_table_marks_failed_runs():
+    base = run_of("Energy", 0, 3.0)
+    bad = run_of("BOOD", 0, 3.0, acc=0.6)
+    for r, b in ((base, None), (bad, base)):
+        experiments.assess_health(r, b)
+    table = report.health_table([base, bad, run_of("BOOD", 1, 1.0)])      # the last one was never assessed
+    assert list(table["healthy"]) == [True, False] and "ID accuracy 0.600" in table["failed because"].iloc[1]

@@ -146,17 +146,4 @@ def method_points(runs_by_method: dict, order=None, metric_of=None, ax=None):
     return ax.figure
 
 
-def health_table(runs) -> pd.DataFrame:
-    """One row per run: its health checks side by side (values) and whether it passed."""
-    rows = []
-    for r in runs:
-        if r.health is None:
-            continue
-        row = {"run": r.health.run, "healthy": r.health.ok}
-        row |= {c.name: c.value for c in r.health.checks}
-        row["failed because"] = r.health.reason
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 savefig = plots.savefig

@@ -191,6 +191,19 @@ def largest_gain_claim(runs, cfg, target: str, arch: str | None = None) -> dict:
                          health=_healths(bood, energy))
 
 
+def health_table(runs) -> pd.DataFrame:
+    """One row per run: its health checks side by side (values) and whether it passed."""
+    rows = []
+    for r in runs:
+        if r.health is None:
+            continue
+        row = {"run": r.health.run, "healthy": r.health.ok}
+        row |= {c.name: c.value for c in r.health.checks}
+        row["failed because"] = r.health.reason
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def paper_number(table, method: str, dataset: str, metric: str):
     """The published value (percent) or None."""
     t = results.paper_table(PAPER, table)
