@@ -51,6 +51,7 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "bood": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
         "arch":           {"mini": "mnist_cnn", "quick": "resnet34", "paper": "resnet34"},  # OOD classifier
+        "batch_size":     {"mini": 128, "quick": 128, "paper": 160},      # Sec. 4: "a batch size of 160"
         "latent_arch":    {"mini": "mnist_cnn", "quick": "resnet34_768", "paper": "resnet34_768"},
         "latent_epochs":  {"mini": 8, "quick": 50, "paper": 200},
         "temperature":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},       # eq. (2); DreamOOD's code: 0.1
@@ -61,7 +62,7 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "boundary_ratio": {"mini": 5.0, "quick": 5.0, "paper": 5.0},       # r, percent per class
         "n_outliers":     {"mini": 100, "quick": 200, "paper": 1000},      # generated images per class
         "reg_weight":     {"mini": None, "quick": None, "paper": None},    # beta: 2.5 CIFAR / mini, 1.0 ImageNet
-        "phi_hidden":     {"mini": None, "quick": None, "paper": None},    # phi: 0 = Linear(1,2); ImageNet 512
+        "phi_hidden":     {"mini": None, "quick": None, "paper": None},    # phi: None = 512 (paper's 3-layer MLP); 0 = Linear(1,2)
         "reg_epochs":     {"mini": 2, "quick": 30, "paper": 100},
         "reg_init":       {"mini": "base", "quick": "scratch", "paper": "scratch"},
         "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},

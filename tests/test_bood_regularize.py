@@ -15,16 +15,55 @@ def test_energy_is_logsumexp():
     assert torch.allclose(R.energy(logits), torch.tensor([math.log(2.0), 10.0]), atol=1e-4)
 
 
-def test_phi_shapes():
-    assert isinstance(R.build_phi(0), torch.nn.Linear)
+def test_phi_shapes_and_the_papers_default():
+    assert isinstance(R.build_phi(0).net, torch.nn.Linear)
     assert R.build_phi(16)(torch.zeros(3, 1)).shape == (3, 2)
+    default = R.build_phi()                  # the paper's 3-layer MLP: 1 -> 512 -> 2
+    assert [m.weight.shape for m in default.net if isinstance(m, torch.nn.Linear)] == [(512, 1), (2, 512)]
     with pytest.raises(ValueError):
         R.build_phi(-1)
 
 
+@pytest.mark.parametrize("hidden", [0, 512])
+@pytest.mark.parametrize("scale", [1.0, 13.0, 1000.0])
+def test_l_ood_starts_at_log2_whatever_the_energy_scale(hidden, scale):
+    torch.manual_seed(1)
+    logits_id, logits_ood = torch.randn(32, 6) * scale + scale, torch.randn(32, 6) * scale
+    phi = R.build_phi(hidden)
+    assert R.ood_loss(phi, logits_id, logits_ood).item() == pytest.approx(math.log(2), abs=1e-6)
+    # standardised from the start model's energies, phi reads numbers of order one
+    phi.standardise(torch.cat([R.energy(logits_id), R.energy(logits_ood)]))
+    z = (R.energy(logits_id) - phi.center) / phi.scale
+    assert z.abs().max() < 5 and R.ood_loss(phi, logits_id, logits_ood).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_a_few_steps_teach_phi_the_right_direction():
+    """From chance, gradient steps on phi alone make it read higher energy as ID (not the wrong way)."""
+    torch.manual_seed(0)
+    e_id, e_ood = torch.randn(64) * 2 + 13, torch.randn(64) * 2 + 7
+    phi = R.build_phi()
+    phi.standardise(torch.cat([e_id, e_ood]))
+    opt = torch.optim.SGD(phi.parameters(), lr=0.05)
+    for _ in range(50):
+        two = phi(torch.cat([e_id, e_ood])[:, None])
+        loss = F.cross_entropy(two, torch.cat([torch.ones(64), torch.zeros(64)]).long())
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert loss.item() < math.log(2) - 0.2
+    assert phi.id_logit(e_id).mean() > 0 > phi.id_logit(e_ood).mean()
+
+
+def test_phi_is_built_under_the_seed():
+    torch.manual_seed(3)
+    a = R.build_phi().net[0].weight.clone()
+    torch.manual_seed(3)
+    assert torch.equal(a, R.build_phi().net[0].weight)
+    with pytest.raises(ValueError, match="two finite"):
+        R.build_phi().standardise(torch.tensor([1.0]))
+
+
 def test_ood_loss_is_eq7_binary_cross_entropy():
     torch.manual_seed(0)
-    phi = R.build_phi(0)
+    phi = torch.nn.Linear(1, 2)          # random weights: a zero-started phi would hide a sign error
     li, lo = torch.randn(5, 4), torch.randn(3, 4)
     e_in, e_out = R.energy(li), R.energy(lo)
     s_in = phi(e_in[:, None])   # two logits; their difference is the logit of "ID"

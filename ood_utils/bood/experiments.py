@@ -7,12 +7,13 @@ only asks for images through :func:`decode_outliers`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .. import data, features, metrics, models, profiles
+from .. import data, features, health, metrics, models, profiles
+from ..health import Health
 from . import baselines, regularize
 from .regularize import with_values
 from .anchors import Anchors, anchor_source, check_sd_weights, class_anchors
@@ -24,14 +25,17 @@ DEFAULT_ID_DATASETS = {"mini": ("mnist5k", "mnist6"), "quick": ("cifar100",), "p
 #: the OOD sets of each paper table, and the table's ID dataset
 TABLE_SETS = {"cifar100": {1: ("svhn", "places365", "lsun_c", "isun", "textures")},
               "imagenet100": {2: ("inaturalist", "places", "sun", "textures"), 7: ("ninco", "ssb_hard")}}
-#: the sweeps of Figs. 5-6 (percent for r); mini keeps three points of each
+#: the sweeps of Figs. 5-6 (percent for r; K = max_steps is Fig. 6 right). ``mini`` keeps the paper's value
+#: and two others of each (one below, one above where the paper has one), each over ``n_seeds`` seeds
 SWEEPS = {"mini": {"step_size": (0.005, 0.015, 0.05), "extra_steps": (0, 2, 5), "boundary_ratio": (2.5, 5.0, 20.0),
-                   "reg_weight": (0.1, 0.5, 2.5)},
+                   "reg_weight": (0.5, 2.5, 5.0), "max_steps": (5, 100)},
           "paper": {"step_size": (0.005, 0.01, 0.015, 0.02, 0.03), "extra_steps": (0, 1, 2, 3, 4, 5),
-                    "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0)}}
+                    "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0),
+                    "max_steps": (25, 50, 100, 200)}}
 SWEEPS["quick"] = SWEEPS["mini"]
-#: the values the paper reports as best (Sec. 4.1 and 4.3.2; beta for CIFAR-100)
-PAPER_BEST = {"step_size": 0.015, "extra_steps": 2, "boundary_ratio": 5.0, "reg_weight": 2.5}
+#: the values the paper reports as best (Sec. 4.1 and 4.3.2; beta for CIFAR-100): each sweep's claim is
+#: declared before the run as "the paper's value beats each other value tried"
+PAPER_BEST = {"step_size": 0.015, "extra_steps": 2, "boundary_ratio": 5.0, "reg_weight": 2.5, "max_steps": 100}
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -46,11 +50,12 @@ def id_datasets(cfg) -> tuple[str, ...]:
 
 
 def paper_values(cfg, dataset: str) -> dict:
-    """beta and phi's width: the user's values, else the paper's (ImageNet-100: 1.0 and a 512-wide MLP;
-    CIFAR-100 and mini: 2.5 and Linear(1, 2))."""
+    """beta and phi's width: the user's values, else the paper's (beta 1.0 ImageNet-100, 2.5 CIFAR-100 and
+    mini; phi "a 3-layer MLP as VOS", 1 -> 512 -> 2, for both; ``phi_hidden = 0``: the Linear(1, 2) of the
+    public CIFAR code)."""
     imagenet = dataset.startswith("imagenet")
     return {"reg_weight": float(cfg.reg_weight if cfg.reg_weight is not None else (1.0 if imagenet else 2.5)),
-            "phi_hidden": int(cfg.phi_hidden if cfg.phi_hidden is not None else (512 if imagenet else 0))}
+            "phi_hidden": int(cfg.phi_hidden if cfg.phi_hidden is not None else regularize.PAPER_PHI_HIDDEN)}
 
 
 def evaluated_sets(dataset: str) -> dict[str, str]:
@@ -197,6 +202,13 @@ class Run:
     id_accuracy: float
     n_outliers: int
     params: dict
+    log: dict = field(default_factory=dict)      # losses per epoch; phi on its own training data
+    health: Health | None = None                 # set by assess_health against the Energy run of the seed
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f" {k}={v:g}" for k, v in self.params.items() if k == "value")
+        return f"{self.dataset} {self.method}{extra} seed {self.seed}"
 
 
 _IMAGES: dict = {}     # decoded outliers of this process, keyed by the features' digest
@@ -221,10 +233,48 @@ def run_classifier(cfg, space: LatentSpace, method: str, seed: int, *, outliers:
     model = regularize.train_classifier(cfg, dataset, images, seed=seed, beta=beta, phi_hidden=pv["phi_hidden"],
                                         name=name, progress=progress)
     # one feature cache per trained model: its name holds what makes it differ
-    tag = f"bood-{name}-s{seed}-b{beta:g}" + ("" if images is None else f"-o{regularize.digest(images)}")
+    tag = f"bood-{name}-s{seed}-b{beta:g}-phi{pv['phi_hidden']}" + ("" if images is None else f"-o{regularize.digest(images)}")
     scores, acc = regularize.energy_scores(model, cfg, dataset, evaluated_sets(dataset), tag, progress)
     return Run(method, dataset, seed, scores, acc, 0 if images is None else len(images),
-               {"reg_weight": beta, **params})
+               {"reg_weight": beta, **params}, log=dict(model.log))
+
+
+def assess_health(run: Run, base: Run | None) -> Health:
+    """The health of one trained classifier (:mod:`ood_utils.health`): the loss went down; with outliers,
+    phi separates the run's own training ID images from its outliers; against ``base`` (the Energy run of
+    the same seed: the same recipe without the regulariser) the ID accuracy is kept and the energy still
+    varies on ID data. Stored on ``run.health`` and returned."""
+    losses = run.log.get("losses")
+    checks = []
+    if losses:     # with the regulariser the loss starts at CE + beta log 2 and must fall; a plain fine-tune
+        # of a converged classifier may stay flat: it must only not diverge
+        checks.append(health.loss_check(losses) if "phi_id" in run.log else _not_diverged(losses))
+    if "phi_id" in run.log:
+        checks.append(health.separation_check(run.log["phi_id"], run.log["phi_ood"], name="phi's separation"))
+    if base is not None and base is not run:
+        checks += [health.accuracy_check(run.id_accuracy, base.id_accuracy),
+                   health.spread_check(run.scores["id"], base.scores["id"])]
+    if not checks:
+        raise ValueError(f"no training record for {run.label}: nothing to check")
+    run.health = health.assess(run.label, checks)
+    return run.health
+
+
+DIVERGENCE_FACTOR = 1.5    # a plain fine-tune "diverged" when its last epoch's loss exceeds 1.5x its first
+
+
+def _not_diverged(losses) -> health.Check:
+    arr = np.asarray(losses, dtype=float)
+    limit = DIVERGENCE_FACTOR * float(arr[0])
+    passed = bool(np.all(np.isfinite(arr))) and float(arr[-1]) <= limit
+    return health.Check("training loss", float(arr[-1]), limit, passed,
+                        f"training loss {arr[0]:.3g} -> {arr[-1]:.3g}" + ("" if passed else " (diverged)"))
+
+
+def assess_all(runs, energy_runs) -> list[Health]:
+    """:func:`assess_health` of every run against the Energy run of its dataset and seed."""
+    base = {(r.dataset, r.seed): r for r in energy_runs if r.method == "Energy"}
+    return [assess_health(r, base.get((r.dataset, r.seed))) for r in runs]
 
 
 def run_rows(run: Run) -> list[dict]:
@@ -242,14 +292,19 @@ def run_rows(run: Run) -> list[dict]:
     return rows
 
 
+def seeds(cfg) -> range:
+    return range(cfg.seed, cfg.seed + cfg.n_seeds)
+
+
 def main_comparison(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
     """Tables 1-2 at this profile's scale: the same classifier trained without outliers ("Energy") and
-    with BOOD's decoded outliers, over ``n_seeds`` seeds."""
+    with BOOD's decoded outliers, over ``n_seeds`` seeds; each run's health assessed."""
     outliers = outlier_features(space, cfg, "BOOD")
     runs = []
-    for seed in range(cfg.seed, cfg.seed + cfg.n_seeds):
+    for seed in seeds(cfg):
         runs.append(run_classifier(cfg, space, "Energy", seed, progress=progress))
         runs.append(run_classifier(cfg, space, "BOOD", seed, outliers=outliers, progress=progress))
+    assess_all(runs, runs)
     return runs
 
 
@@ -264,28 +319,43 @@ def wants_sweeps(cfg) -> bool:
     return bool(cfg.sweeps) and not (cfg.smoke and cfg.profile != "mini")
 
 
-def ablations(cfg, space: LatentSpace, progress: bool = True) -> list[Run]:
-    """Tables 3 and 6 and the DreamOOD sampler, one seed (``cfg.seed``): only the outlier features differ."""
-    return [run_classifier(cfg, space, label, cfg.seed, outliers=outlier_features(space, cfg, method, seed=cfg.seed),
-                           progress=progress) for method, label in ABLATIONS.items()]
+def ablations(cfg, space: LatentSpace, main_runs: list[Run], progress: bool = True) -> list[Run]:
+    """Tables 3 and 6 and the DreamOOD sampler over the seeds of ``main_runs``: only the outlier features
+    differ. Each generator draws its features once (``cfg.seed``: one decoding per generator, as BOOD's own
+    outliers are decoded once); the seeds vary the training, as in the main comparison. Health against the
+    Energy run of each seed."""
+    runs = []
+    for method, label in ABLATIONS.items():
+        outliers = outlier_features(space, cfg, method, seed=cfg.seed)
+        runs += [run_classifier(cfg, space, label, seed, outliers=outliers, progress=progress) for seed in seeds(cfg)]
+    assess_all(runs, main_runs)
+    return runs
 
 
-def sweeps(cfg, space: LatentSpace, progress: bool = True) -> dict[str, list[Run]]:
-    """Figs. 5-6: one parameter varied at a time around the profile's values, one seed."""
+def sweep_grids(cfg) -> dict[str, tuple]:
+    """The values of each sweep; smoke: the paper's value and one other, of two sweeps (every code path,
+    few trainings)."""
     grids = SWEEPS[cfg.profile]
-    if cfg.smoke:      # the paper's value and one other, of two sweeps: every code path, few trainings
-        grids = {k: (next(v for v in grids[k] if v != PAPER_BEST[k]), PAPER_BEST[k]) for k in ("extra_steps", "reg_weight")}
+    if cfg.smoke:
+        return {k: (next(v for v in grids[k] if v != PAPER_BEST[k]), PAPER_BEST[k]) for k in ("extra_steps", "reg_weight")}
+    return dict(grids)
+
+
+def sweeps(cfg, space: LatentSpace, main_runs: list[Run], progress: bool = True) -> dict[str, list[Run]]:
+    """Figs. 5-6: one parameter varied at a time around the paper's values, over the seeds of the main
+    comparison. The run at the paper's value of every sweep is the main comparison's BOOD run (the same
+    outliers and beta: the same cached classifier)."""
     out = {}
-    for key, values in grids.items():
+    for key, values in sweep_grids(cfg).items():
         out[key] = []
         for v in values:
             if key == "reg_weight":
-                outliers = outlier_features(space, cfg, "BOOD")
-                run = run_classifier(cfg, space, "BOOD", cfg.seed, outliers=outliers, reg_weight=v, progress=progress,
-                                     sweep=key, value=v)
+                outliers, extra = outlier_features(space, cfg, "BOOD"), {"reg_weight": v}
             else:
-                outliers = outlier_features(space, cfg, "BOOD", **{key: v})
-                run = run_classifier(cfg, space, "BOOD", cfg.seed, outliers=outliers, progress=progress,
-                                     sweep=key, value=v, n_features=len(outliers))
-            out[key].append(run)
+                outliers, extra = outlier_features(space, cfg, "BOOD", **{key: v}), {}
+            for seed in seeds(cfg):
+                run = run_classifier(cfg, space, "BOOD", seed, outliers=outliers, progress=progress, sweep=key,
+                                     value=v, n_features=len(outliers), **extra)
+                out[key].append(run)
+        assess_all(out[key], main_runs)
     return out

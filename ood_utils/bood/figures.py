@@ -58,47 +58,92 @@ def per_set_points(frame: pd.DataFrame, id_dataset: str, metric: str = "auroc", 
     ax.tick_params(axis="x", rotation=30)
     if metric == "auroc":
         ax.set_ylim(max(0, sub["value"].min() - 5), 100.5)
+        chance_line(ax, "h")
     return ax.figure
 
 
-def sweep_panels(sweep_runs: dict, paper_best: dict | None = None):
-    """Figs. 5-6: average AUROC and FPR95 against each swept parameter (one seed)."""
+def chance_line(ax, orientation: str = "h", near: float = 60.0):
+    """AUROC 50% (chance), drawn when the AUROC axis reaches below ``near`` percent."""
+    lo, _ = ax.get_ylim() if orientation == "h" else ax.get_xlim()
+    if lo <= near:
+        (ax.axhline if orientation == "h" else ax.axvline)(50, color="grey", ls="--", lw=1, label="chance (AUROC 50%)")
+
+
+SWEEP_LABELS = {"step_size": r"step size $\alpha$", "extra_steps": "extra steps $c$ after crossing",
+                "boundary_ratio": "boundary ratio $r$ (%)", "reg_weight": r"regularisation weight $\beta$",
+                "max_steps": "maximum steps $K$"}
+
+
+def _mean_interval(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t interval over seeds (0 for one seed)."""
+    from .. import results
+
+    v = np.asarray(values, dtype=float)
+    half = results.t_halfwidth(float(v.std(ddof=1)), v.size) if v.size > 1 else 0.0
+    return float(v.mean()), half
+
+
+def sweep_panels(sweep_runs: dict, paper_best: dict | None = None, metric_of=None):
+    """Figs. 5-6: the average AUROC over OOD sets (mean of the per-set AUROCs, percent) against each swept
+    parameter, mean and 95% t interval over seeds; the paper's value marked, the parameter's values as
+    evenly spaced categories (the grids are uneven: a log axis crowds their ticks)."""
+    from .report import run_metric
+
+    metric_of = metric_of or (lambda r: run_metric(r, "auroc", "average"))
     keys = list(sweep_runs)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.4), squeeze=False, sharey=True)
     for ax, key in zip(axes[0], keys):
-        vals = [r.params["value"] for r in sweep_runs[key]]
-        au = [np.mean([metrics.auroc(r.scores["id"], s) for k, s in r.scores.items() if k != "id"]) * 100
-              for r in sweep_runs[key]]
-        fp = [np.mean([metrics.fpr_at_tpr(r.scores["id"], s) for k, s in r.scores.items() if k != "id"]) * 100
-              for r in sweep_runs[key]]
-        ax.plot(vals, au, "o-", color="tab:blue", label="AUROC")
-        ax2 = ax.twinx()
-        ax2.plot(vals, fp, "s--", color="tab:red", label="FPR95")
-        if paper_best and key in paper_best:
-            ax.axvline(paper_best[key], color="grey", lw=1, ls=":")
-        ax.set(xlabel=key, ylabel="average AUROC (%)")
-        ax2.set_ylabel("average FPR95 (%)", color="tab:red")
-        if key in ("step_size", "reg_weight", "boundary_ratio"):
-            ax.set_xscale("log")
-    fig.tight_layout()
+        values = sorted({r.params["value"] for r in sweep_runs[key]})
+        stats = [_mean_interval([metric_of(r) * 100 for r in sweep_runs[key] if r.params["value"] == v]) for v in values]
+        x = np.arange(len(values))
+        ax.errorbar(x, [m for m, _ in stats], yerr=[h for _, h in stats], fmt="o-", capsize=4,
+                    color=plots.COLORS[0], label="BOOD, mean ± 95% CI over seeds")
+        if paper_best and paper_best.get(key) in values:
+            i = values.index(paper_best[key])
+            ax.plot(x[i], stats[i][0], "*", ms=16, color=plots.COLORS[3], zorder=5, label="the paper's value")
+        failed = [j for j, v in enumerate(values) if any(r.health is not None and not r.health.ok
+                                                          for r in sweep_runs[key] if r.params["value"] == v)]
+        if failed:
+            ax.plot(x[failed], [stats[j][0] for j in failed], "x", ms=12, color="black", label="a run failed its health checks")
+        ax.set_xticks(x, [f"{v:g}" for v in values])
+        ax.set(xlabel=SWEEP_LABELS.get(key, key), title=f"sweep of {key}")
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    axes[0][0].set_ylabel("average AUROC over OOD sets (%)")
+    chance_line(axes[0][0], "h")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
-def method_points(frame: pd.DataFrame, id_dataset: str, order=None, ax=None):
-    """Average AUROC and FPR95 of each outlier generator (ablations), one seed, as two dot columns."""
-    sub = frame[(frame["id_dataset"] == id_dataset) & (frame["dataset"] == "average")]
-    sub = sub.groupby("method")[["auroc", "fpr95"]].mean() * 100
-    sub = sub.loc[[m for m in (order or sub.index) if m in sub.index]]
+def method_points(runs_by_method: dict, order=None, metric_of=None, ax=None):
+    """Average AUROC over OOD sets (percent) of each outlier generator (ablations): every seed as a dot,
+    the mean with its 95% t interval over seeds as a bar; failed runs as crosses."""
+    from .report import run_metric
+
+    metric_of = metric_of or (lambda r: run_metric(r, "auroc", "average"))
+    names = [m for m in (order or runs_by_method) if m in runs_by_method]
     if ax is None:
-        _, ax = plt.subplots(1, 2, figsize=(9, 0.45 * len(sub) + 1.2), sharey=True)
-    for a, metric in zip(ax, ("auroc", "fpr95")):
-        a.barh(sub.index, sub[metric], color="tab:blue" if metric == "auroc" else "tab:red")
-        for i, v in enumerate(sub[metric]):
-            a.text(v, i, f" {v:.1f}", va="center", fontsize=8)
-        a.set(xlabel=f"average {metric.upper()} (%)")
-    ax[0].invert_yaxis()
-    ax[0].figure.tight_layout()
-    return ax[0].figure
+        _, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.4))
+    for i, name in enumerate(names):
+        runs = runs_by_method[name]
+        vals = [metric_of(r) * 100 for r in runs]
+        mean, half = _mean_interval(vals)
+        color = plots.COLORS[3] if name == "BOOD" else plots.COLORS[0]
+        ax.errorbar(mean, i, xerr=half, fmt="D", color=color, capsize=4, ms=7)
+        ok = [r.health is None or r.health.ok for r in runs]
+        ax.scatter([v for v, k in zip(vals, ok) if k], [i + 0.18] * sum(ok), s=14, color=color, alpha=0.6)
+        if not all(ok):
+            ax.scatter([v for v, k in zip(vals, ok) if not k], [i + 0.18] * (len(ok) - sum(ok)), marker="x",
+                       s=40, color="black")
+        ax.text(mean + half, i, f"  {mean:.1f}", va="center", fontsize=8)
+    chance_line(ax, "v")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set(xlabel="average AUROC over OOD sets (%): seeds (dots), mean ± 95% CI (diamond)",
+           title="where the outlier features come from (Tables 3 and 6, DreamOOD)")
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 savefig = plots.savefig

@@ -7,9 +7,19 @@ g_j(x) and outputs two logits (ID, OOD); its binary cross-entropy is the regular
     L = L_CE + beta * L_OOD,
     L_OOD = E_id[ -log sigma(phi(E(x_id))) ] + E_ood[ -log (1 - sigma(phi(E(x_ood)))) ]
 
-(with two logits, sigma(.) is their softmax: the same binary cross-entropy). phi is Linear(1, 2) in the
-public CIFAR code, Linear(1, h)-ReLU-Linear(h, 2) for ImageNet-100 (``phi_hidden = h``). At test time the
-OOD score is the energy itself, higher = more ID.
+(with two logits, sigma(.) is their softmax: the same binary cross-entropy). The paper's phi is "a 3-layer
+MLP of the same structure as VOS": Linear(1, 512)-ReLU-Linear(512, 2) (input, hidden, output layer; VOS's
+and DreamOOD's ImageNet code), the default here (``phi_hidden = 512``); ``phi_hidden = 0`` gives the
+Linear(1, 2) of the public CIFAR code. At test time the OOD score is the energy itself, higher = more ID.
+
+How phi starts matters. A classifier that is already trained (``reg_init='base'``) gives energies around
+10-15, and a phi with PyTorch's default initialisation reads that raw number with random weights: its first
+L_OOD can be ten times log 2 and point the wrong way, and with beta = 2.5 the regulariser then outweighs the
+cross-entropy hundreds of times and flattens the energy. So phi (i) is built under the run's seed,
+(ii) reads a *standardised* energy (E - center) / scale, with center and scale fixed from the start model's
+energies on one batch (an affine reparametrisation of phi's first layer: still a function of E, as eq. 7
+asks), and (iii) has a zero output layer, so it starts at chance: L_OOD = log 2 at step 0 whatever the
+energy scale.
 
 Generated images are *resized* to the classifier's input (the public code random-crops 256 px images to
 32 px, which keeps a 32 px corner of the outlier: we do not copy that), then normalised like the ID data.
@@ -38,13 +48,50 @@ def energy(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, dim=1)
 
 
-def build_phi(hidden: int = 0) -> nn.Module:
-    """phi: energy -> (ID, OOD) logits. ``hidden = 0``: Linear(1, 2); else a one-hidden-layer MLP."""
-    if hidden < 0:
-        raise ValueError(f"phi_hidden must be >= 0, got {hidden}")
-    if hidden == 0:
-        return nn.Linear(1, 2)
-    return nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+#: the paper's phi: "a 3-layer MLP as VOS", 1 -> 512 -> 2
+PAPER_PHI_HIDDEN = 512
+MIN_ENERGY_SCALE = 1.0    # a new network's energies barely vary: do not blow that spread up to 1
+
+
+class Phi(nn.Module):
+    """phi of eq. (7): energy -> (ID, OOD) logits, reading (E - center) / scale.
+
+    ``hidden = 0``: Linear(1, 2); else Linear(1, hidden)-ReLU-Linear(hidden, 2). The output layer starts at
+    zero (chance: both logits 0), the standardisation at (0, 1) until :meth:`standardise` fixes it."""
+
+    def __init__(self, hidden: int = PAPER_PHI_HIDDEN):
+        super().__init__()
+        if hidden < 0:
+            raise ValueError(f"phi_hidden must be >= 0, got {hidden}")
+        self.hidden = hidden
+        self.net = nn.Linear(1, 2) if hidden == 0 else nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+        out = self.net if hidden == 0 else self.net[-1]
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.register_buffer("center", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def standardise(self, energies: torch.Tensor) -> None:
+        """Fix center / scale from the start model's energies (ID and outliers together)."""
+        e = torch.as_tensor(energies, dtype=torch.float32).flatten()
+        if e.numel() < 2 or not torch.isfinite(e).all():
+            raise ValueError(f"standardise needs at least two finite energies, got {e.numel()}")
+        self.center.fill_(float(e.mean()))
+        self.scale.fill_(max(float(e.std()), MIN_ENERGY_SCALE))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.net((e - self.center) / self.scale)
+
+    def id_logit(self, e: torch.Tensor) -> torch.Tensor:
+        """log p(ID) - log p(OOD): higher = phi reads the energy as ID."""
+        two = self(e.reshape(-1, 1))
+        return two[:, 1] - two[:, 0]
+
+
+def build_phi(hidden: int = PAPER_PHI_HIDDEN) -> Phi:
+    """phi at chance: see :class:`Phi`. ``hidden = 0``: Linear(1, 2) (the public CIFAR code)."""
+    return Phi(hidden)
 
 
 class RegularizedClassifier(models.Classifier):
@@ -53,11 +100,12 @@ class RegularizedClassifier(models.Classifier):
     ``features`` and ``head`` are the classifier's, so feature extraction and detectors see a plain model.
     """
 
-    def __init__(self, classifier: nn.Module, phi_hidden: int = 0):
+    def __init__(self, classifier: nn.Module, phi_hidden: int = PAPER_PHI_HIDDEN):
         super().__init__()
         self.classifier = models.unwrap_model(classifier)
         self.head = self.classifier.head
         self.phi = build_phi(phi_hidden)
+        self.log: dict = {}        # filled by train_classifier: loss curve, phi on its own training data
 
     def features(self, x):
         return self.classifier.features(x)
@@ -133,16 +181,20 @@ def digest(tensor: torch.Tensor) -> str:
 
 # ---------------------------------------------------------------------------------------------- training
 
+PHI_START = "std-chance"    # how phi starts (part of the cache name: a checkpoint from another start is another run)
+N_PROBE = 512                # training ID images / outliers on which phi's own separation is measured
+
+
 def _checkpoint(cfg, dataset: str, name: str, seed: int, beta: float, phi_hidden: int, outliers) -> Path:
     from .. import paths
 
     base = train_mod.cache_key(cfg, dataset, cfg.arch).replace(f"{dataset}_{cfg.arch}_", "")
-    what = "ce" if outliers is None else f"b{beta:g}_phi{phi_hidden}_o{digest(outliers)}"
+    what = f"ce_phi{phi_hidden}" if outliers is None else f"b{beta:g}_phi{phi_hidden}-{PHI_START}_o{digest(outliers)}"
     key = f"{dataset}_{cfg.arch}_{name}_{cfg.reg_init}_s{seed}_re{cfg.reg_epochs}_{what}_{base}"
     return paths.cache_dir("bood", cfg.profile, "classifiers") / f"{key}.pt"
 
 
-def _initial_model(cfg, dataset: str) -> nn.Module:
+def initial_model(cfg, dataset: str) -> nn.Module:
     """``reg_init='base'``: the profile's base classifier of this dataset (cached, shared with the other
     tracks), fine-tuned; ``'scratch'``: a new network, as the paper trains."""
     if cfg.reg_init == "base":
@@ -152,28 +204,75 @@ def _initial_model(cfg, dataset: str) -> nn.Module:
     return models.build_model(cfg.arch, info.num_classes, in_channels=info.channels, image_size=info.image_size)
 
 
+@torch.no_grad()
+def energies_of(model: nn.Module, images: torch.Tensor, device, batch_size: int = 128) -> torch.Tensor:
+    """E(x) of a stack of (normalised) images, in eval mode, on CPU."""
+    was_training = model.training
+    model.eval().to(device)
+    out = torch.cat([energy(model(images[i:i + batch_size].to(device)).float()).cpu()
+                     for i in range(0, len(images), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def _probe(dataset: str, outliers: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to :data:`N_PROBE` training ID images (no augmentation) and outliers, evenly spread over the
+    outlier set (it is ordered by class)."""
+    train = data.get_dataset(dataset, "train", max_n=cfg.max_train, seed=cfg.seed)
+    n_id = min(N_PROBE, len(train))
+    x_id = torch.stack([train[i][0] for i in torch.linspace(0, len(train) - 1, n_id).long().tolist()])
+    pick = torch.linspace(0, len(outliers) - 1, min(N_PROBE, len(outliers))).long()
+    return x_id, outliers[pick]
+
+
+def phi_on_training_data(model: "RegularizedClassifier", x_id, x_ood, device) -> dict:
+    """phi's ID logit and the energy on the run's own training ID images and outliers: the data a working
+    regulariser must separate (a health check)."""
+    e_id, e_ood = energies_of(model, x_id, device), energies_of(model, x_ood, device)
+    with torch.no_grad():
+        phi = model.phi.cpu()
+        out = {"phi_id": phi.id_logit(e_id).numpy(), "phi_ood": phi.id_logit(e_ood).numpy(),
+               "energy_train_id": e_id.numpy(), "energy_train_ood": e_ood.numpy()}
+    model.phi.to(device)
+    return out
+
+
 def train_classifier(cfg, dataset: str, outlier_images01=None, *, seed: int = 0, beta: float = 2.5,
-                     phi_hidden: int = 0, name: str = "bood", progress: bool = True) -> RegularizedClassifier:
+                     phi_hidden: int = PAPER_PHI_HIDDEN, name: str = "bood",
+                     progress: bool = True) -> RegularizedClassifier:
     """The OOD classifier of one run: eq. (7) with the decoded outliers, or plain cross-entropy (the
     "Energy" baseline of Tables 1-2) when ``outlier_images01`` is None. Same recipe, same data order for a
-    given seed, so the two differ only by the regulariser. Cached by ``fit``'s checkpoint."""
+    given seed, so the two differ only by the regulariser. Cached by ``fit``'s checkpoint.
+
+    ``model.log`` holds what the health checks read: ``losses`` (per epoch) and, with outliers, phi's ID
+    logit and the energy on a probe of the training ID images and outliers."""
     info = data.ID_DATASETS[dataset]
     dcfg = smoke_batch(with_values(cfg, id_dataset=dataset))
     outliers = None
     if outlier_images01 is not None:
         outliers = prepare_outliers(outlier_images01, info.image_size, info.channels, info.mean, info.std)
     ckpt = _checkpoint(dcfg, dataset, name, seed, beta, phi_hidden, outliers)
-    model = RegularizedClassifier(_initial_model(dcfg, dataset), phi_hidden)
     profiles.seed_everything(seed)
+    classifier = initial_model(dcfg, dataset)
+    profiles.seed_everything(seed)       # phi starts under the run's seed, whatever loading the base used
+    model = RegularizedClassifier(classifier, phi_hidden)
+    probe = None
+    if outliers is not None:
+        probe = _probe(dataset, outliers, dcfg)
+        model.phi.standardise(torch.cat([energies_of(model, p, dcfg.torch_device) for p in probe]))
+    profiles.seed_everything(seed)       # the same data order with and without outliers
     train_set = data.get_dataset(dataset, "train", train_transform=True, max_n=dcfg.max_train, seed=dcfg.seed)
     if outliers is not None:
         train_set = WithOutliers(train_set, outliers)
     loader = train_mod._make_loader(train_set, with_values(dcfg, seed=seed), train=True)
     lr = dcfg.lr * (FINE_TUNE_LR_FACTOR if dcfg.reg_init == "base" else 1.0)
     loss = bood_loss(beta) if outliers is not None else (lambda m, b: F.cross_entropy(m(b[0]), b[1]))
-    train_mod.fit(model, loader, epochs=dcfg.reg_epochs, lr=lr, weight_decay=dcfg.weight_decay,
-                  device=dcfg.torch_device, ckpt_path=ckpt, amp=dcfg.amp, nesterov=dcfg.profile != "mini",
-                  loss_fn=loss, progress=progress)
+    out = train_mod.fit(model, loader, epochs=dcfg.reg_epochs, lr=lr, weight_decay=dcfg.weight_decay,
+                        device=dcfg.torch_device, ckpt_path=ckpt, amp=dcfg.amp, nesterov=dcfg.profile != "mini",
+                        loss_fn=loss, progress=progress)
+    model.log = {"losses": [h["loss"] for h in out["history"]], "checkpoint": ckpt.stem}
+    if probe is not None:
+        model.log.update(phi_on_training_data(model, *probe, dcfg.torch_device))
     return model.eval()
 
 
