@@ -184,3 +184,28 @@ def test_shape_errors():
         bood.boundary_steps(torch.randn(3, 4), torch.zeros(2, dtype=torch.long), torch.randn(2, 4))
     with pytest.raises(ValueError, match="max_steps"):
         bood.boundary_steps(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), torch.randn(2, 4), max_steps=0)
+
+
+def test_premise_counts_ties_and_misclassified(problem):
+    from ood_utils.bood import walks
+
+    z, y, g = problem
+    literal = walks.premise(z, y, g, 0.2, 100, 25, margin_ties=False, skip_misclassified=False)
+    kept = walks.premise(z, y, g, 0.2, 100, 25)
+    kappa = bood.boundary_steps(z, y, g, alpha=0.2)
+    assert literal["misclassified in training"] == int((kappa == 0).sum()) > 0
+    assert literal["misclassified selected"] > 0 and kept["misclassified selected"] == 0
+    assert literal["distinct kappa"] == len(kappa.unique())
+    assert 0 <= kept["selected by a tie-break"] <= kept["selected"]
+    assert walks.premise(z, y, g, 0.005, 100, 25)["median kappa"] > literal["median kappa"]
+
+
+def test_confident_other_and_pick_walks():
+    from ood_utils.bood import walks
+
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.0, 0.2]]).numpy()
+    assert walks.confident_other(logits, [0, 0, 0]).tolist() == [0.0, 1.0, 0.0]   # the third is unsure
+    kappa = torch.tensor([3, 9, 30, 5, 0, 7])
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert walks.pick_walks(kappa, y, 3, max_kappa=25).tolist() == [1, 5, 3]          # longest first, one per class
+    assert walks.pick_walks(kappa, y, 3, max_kappa=25, candidates=[0, 3]).tolist() == [3, 0]
