@@ -157,6 +157,22 @@ def step_scale(cfg, space: LatentSpace) -> float:
     return _STEP_SCALES[key]
 
 
+_KAPPAS: dict = {}
+
+
+def space_kappa(cfg, space: LatentSpace, alpha: float, max_steps: int) -> torch.Tensor:
+    """Eq. (3) on the training features of ``space`` with this alpha and K (cached in the process: the
+    sweeps over c and r and every figure of notebook 31 reuse it)."""
+    from .boundary import boundary_steps
+
+    key = (space.dataset, regularize.digest(torch.as_tensor(space.train.feats)), float(alpha), int(max_steps),
+           float(cfg.temperature))
+    if key not in _KAPPAS:
+        _KAPPAS[key] = boundary_steps(space.train.feats, space.train.labels, space.anchors.vectors, alpha,
+                                      max_steps, cfg.temperature)
+    return _KAPPAS[key]
+
+
 def walk_step(cfg, space: LatentSpace, step_size: float | None = None) -> float:
     """The alpha the walks take in ``space``: ``step_size`` (default ``cfg.step_size``, the paper's scale)
     times :func:`step_scale`."""
@@ -175,7 +191,8 @@ def outlier_features(space: LatentSpace, cfg, method: str = "BOOD", *, seed: int
     walk = dict(ratio=ratio, alpha=walk_step(cfg, space, p["step_size"]), max_steps=p["max_steps"],
                 temperature=cfg.temperature)
     if method == "BOOD":
-        return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], **walk)
+        kappa = space_kappa(cfg, space, walk["alpha"], p["max_steps"])
+        return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], kappa=kappa, **walk)
     if method == "boundary_only":
         return baselines.boundary_only(z, y, g, **walk)
     if method == "random_then_perturb":

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..profiles import one_cpu_thread
 from . import decoders
 from .boundary import boundary_steps, class_margin, select_boundary, sign_step
 from .latent import cosine_logits
 
 
 @torch.no_grad()
+@one_cpu_thread()
 def walk(z, y, anchors, alpha: float = 0.015, n_steps: int = 40, temperature: float = 1.0):
     """Every sign step of eq. (3) from the normalised features ``z`` for ``n_steps`` steps (past the boundary:
     the walk does not stop). Returns the trajectory (S+1, N, D) and the softmax of the cosine logits (S+1, N, C)."""
