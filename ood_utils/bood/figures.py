@@ -108,6 +108,7 @@ def label_grid_rows(ax, labels, tile: int = 28, pad: int = 2, fontsize: float = 
     ax.set_yticklabels(labels, fontsize=fontsize)
     ax.tick_params(axis="y", length=0)
     ax.set_xticks([])
+    ax.grid(False)
     ax.axis("on")
     for side in ax.spines.values():
         side.set_visible(False)

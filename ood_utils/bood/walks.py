@@ -170,8 +170,8 @@ def plot_walk(axes_images, axes_bars, frames, probs, y, class_names, steps, cros
         img = frames[s].squeeze(0) if frames[s].shape[0] == 1 else frames[s].permute(1, 2, 0)
         ax_i.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1)
         ax_i.set_xticks([]), ax_i.set_yticks([])
-        tag = " (crossed)" if crossing >= 0 and s >= crossing else ""
-        ax_i.set_title(f"step {s}{tag}", fontsize=9)
+        tag = "\n(crossed)" if crossing >= 0 and s >= crossing else "\n"
+        ax_i.set_title(f"step {s}{tag}", fontsize=8)
         p = probs[s].numpy()
         colors = [SOURCE_COLOR if c == int(y) else plots.COLORS[0] for c in range(len(p))]
         ax_b.bar(range(len(p)), p, color=colors)
