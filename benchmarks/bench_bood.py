@@ -4,6 +4,7 @@
     python benchmarks/bench_bood.py --sd-size full        # GPU: an SD-v1.4-sized UNet + VAE, fp16, 512x512
     python benchmarks/bench_bood.py --only boundary --classes 100 --per-class 50
     python benchmarks/bench_bood.py --only budget         # the mini decoder's budget: time vs class fidelity
+    python benchmarks/bench_bood.py --only threads        # the walks on one CPU thread vs torch's default
 
 1. Boundary identification (eq. 3) over all ID features at once (``bood.boundary_steps`` on the whole
    matrix) vs the paper's per-feature loop (the same function on one feature at a time), on CIFAR-100-shaped
@@ -21,6 +22,10 @@
    and class fidelity (the share of decoded ID features that the base classifier reads as their own class)
    of the previous budget (1,000 + 3,000 steps on one CPU thread), the same on every thread, and the
    profile's budget; ratios against the first.
+5. The walks' threads (``--only threads``): eq. (3) on mini-shaped features (10 classes x 400, D = 384, the
+   calibrated mini step of about 0.003, K = 100) as shipped (``one_cpu_thread``) against the same walk on
+   torch's default threads. Each step is a handful of small tensor operations, so threads mostly wait for
+   each other; on a busy machine far more. Kappa is checked equal.
 """
 from __future__ import annotations
 
@@ -204,9 +209,25 @@ def bench_sd(size: str, n_images: int, batch_size: int, steps: int) -> dict:
     return row
 
 
+# ------------------------------------------------------------------------------------------ 5. threads
+
+def bench_walk_threads(repeat: int = 2) -> dict:
+    from ood_utils.bood import boundary
+
+    z, y, anchors = synthetic_features(10, 400, 384)
+    zn, yy, g = boundary._prepare(z, y, anchors)
+    every_thread = boundary._walk.__wrapped__.__wrapped__        # the walk without its one-thread decorator
+    t_one, kappa = timed(lambda: bood.boundary_steps(z, y, anchors, 0.003, 100), repeat=repeat)
+    t_all, (_, kappa_all, _) = timed(lambda: every_thread(zn.clone(), yy, g, 0.003, 100, 1.0, 0), repeat=repeat)
+    if not torch.equal(kappa, kappa_all):
+        raise AssertionError("the walk on one thread and on every thread disagree on kappa")
+    return {"features": len(y), "median_kappa": float(kappa.float().median()), "one_thread_s": t_one,
+            "default_threads_s": t_all, "threads": torch.get_num_threads(), "speedup": t_all / t_one}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="+", choices=("boundary", "mini", "sd", "budget"),
+    ap.add_argument("--only", nargs="+", choices=("boundary", "mini", "sd", "budget", "threads"),
                     default=("boundary", "mini", "sd"))
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--per-class", type=int, default=50)
@@ -234,6 +255,9 @@ def main(argv=None) -> int:
     if "budget" in args.only:
         rows["budget"] = bench_ldm_budget()
         print(json.dumps(rows["budget"], indent=1), flush=True)
+    if "threads" in args.only:
+        rows["threads"] = bench_walk_threads()
+        print(json.dumps(rows["threads"], indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -19,8 +19,7 @@ def problem():
 def test_boundary_only_is_the_selected_features_unmoved(problem):
     z, y, g = problem
     out = B.boundary_only(z, y, g, ratio=20, alpha=0.05)
-    kappa = bood.boundary_steps(z, y, g, alpha=0.05)
-    assert torch.equal(out.source, bood.select_boundary(kappa, y, 20))
+    assert torch.equal(out.source, bood.boundary_features(z, y, g, 20, alpha=0.05)[0])
     assert torch.allclose(F.normalize(out.z, dim=1), F.normalize(z[out.source], dim=1), atol=1e-6)
 
 

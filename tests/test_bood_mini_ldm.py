@@ -134,3 +134,34 @@ def test_decode_on_a_latent_space(tmp_path):
         decoders.decode(cfg, space, torch.randn(2, 5), torch.tensor([0, 1]))
     x = decoders.to_classifier_input(images, "mnist5k")
     assert torch.allclose(x * 0.3081 + 0.1307, images, atol=1e-6)
+
+
+def _history(ae, den):
+    return ([{"phase": "ae", "step": 50 * i, "loss": v} for i, v in enumerate(ae)]
+            + [{"phase": "denoiser", "step": 50 * i, "loss": v} for i, v in enumerate(den)])
+
+
+@pytest.mark.parametrize("ae,den,fid,failed", [
+    ([0.5, 0.3, 0.2, 0.1, 0.1], [1.0, 0.8, 0.6, 0.5, 0.5], 0.95, []),
+    ([0.5, 0.3, 0.2, 0.1, 0.1], [0.5, 0.6, 0.8, 1.0, 2.0], 0.95, ["mini LDM denoiser loss"]),
+    ([0.5, 0.3, 0.2, 0.1, 0.1], [1.0, 0.8, 0.6, 0.5, 0.5], 0.30, ["class fidelity"]),
+])
+def test_decoder_health_fails_a_constructed_bad_decoder(monkeypatch, ae, den, fid, failed):
+    """A diverging denoiser or a decoder whose images the base classifier cannot read fails its health
+    check, and a claim resting on it becomes undetermined."""
+    from types import SimpleNamespace
+
+    from ood_utils import results
+    from ood_utils.bood import decoders
+
+    monkeypatch.setattr(decoders, "get_mini_ldm", lambda cfg, space, progress=True: (None, {"history": _history(ae, den)}))
+    monkeypatch.setattr(decoders, "class_fidelity", lambda cfg, space, base, n, seed=0: {"fidelity": fid})
+    cfg = SimpleNamespace(profile="mini", seed=0)
+    h = decoders.decoder_health(cfg, SimpleNamespace(dataset="toy"), base_model=None)
+    assert [c.name for c in h.checks if not c.passed] == failed
+    assert h.ok == (not failed)
+    row = results.claim("BOOD", "decoded outliers look unlike their source class", ours=0.4, verdict="agrees",
+                        profile="mini", setting="toy", health=[h])
+    assert (row["verdict"] == "undetermined") == bool(failed)
+    with pytest.raises(ValueError, match="pretrained"):
+        decoders.decoder_health(SimpleNamespace(profile="quick", seed=0), None, None)

@@ -13,7 +13,8 @@ notebooks run), ``report`` (records and verdicts), ``figures``.
 """
 from .anchors import (AnchorError, Anchors, anchor_source, anchors_from_table, check_clip_tokenizer,
                       check_sd_weights, class_anchors, embedding_table, minilm_dir, sd_dir)
-from .boundary import (BoundaryError, Outliers, boundary_outliers, boundary_steps, predict, rescale_to_anchors,
+from .boundary import (BoundaryError, Outliers, boundary_features, boundary_outliers, boundary_steps, calibrate_step,
+                       class_margin, predict, rescale_to_anchors,
                        select_boundary, sign_step, synthesize)
 from .latent import (CosineHead, LatentEncoder, build_latent_encoder, cosine_logits, latent_loss,
                      train_latent_encoder)

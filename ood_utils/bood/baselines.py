@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .boundary import Outliers, boundary_steps, rescale_to_anchors, select_boundary, synthesize
+from .boundary import Outliers, boundary_features, boundary_steps, rescale_to_anchors, synthesize
 
 METHODS = ("boundary_only", "random_then_perturb", "gaussian_noise", "away_from_centroids", "dreamood")
 
@@ -36,8 +36,7 @@ def _outliers(z, labels, idx, kappa, anchors, method, n_selected=None, n_dropped
 def boundary_only(feats, labels, anchors, *, ratio=5.0, alpha=0.015, max_steps=100, temperature=1.0) -> Outliers:
     """Table 3 row 1: the r% lowest-kappa features per class, decoded as they are."""
     z, y, g = _inputs(feats, labels, anchors)
-    kappa = boundary_steps(z, y, g, alpha, max_steps, temperature)
-    idx = select_boundary(kappa, y, ratio, len(g))
+    idx, kappa = boundary_features(z, y, g, ratio, alpha, max_steps, temperature)
     return _outliers(z[idx], y, idx, kappa, g, "boundary identification only")
 
 
@@ -67,8 +66,7 @@ def gaussian_noise(feats, labels, anchors, distance: float, *, ratio=5.0, alpha=
                    temperature=1.0, seed=0) -> Outliers:
     """Table 6 (1): boundary features plus isotropic Gaussian noise of expected length ``distance``."""
     z, y, g = _inputs(feats, labels, anchors)
-    kappa = boundary_steps(z, y, g, alpha, max_steps, temperature)
-    idx = select_boundary(kappa, y, ratio, len(g))
+    idx, kappa = boundary_features(z, y, g, ratio, alpha, max_steps, temperature)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(idx), z.shape[1], generator=gen) * (distance / z.shape[1] ** 0.5)
     return _outliers(z[idx] + noise, y, idx, kappa, g, "Gaussian noise")
@@ -83,8 +81,7 @@ def away_from_centroids(feats, labels, anchors, distance: float, *, ratio=5.0, a
                         temperature=1.0) -> Outliers:
     """Table 6 (2): boundary features pushed ``distance`` further along (z - centroid of their class)."""
     z, y, g = _inputs(feats, labels, anchors)
-    kappa = boundary_steps(z, y, g, alpha, max_steps, temperature)
-    idx = select_boundary(kappa, y, ratio, len(g))
+    idx, kappa = boundary_features(z, y, g, ratio, alpha, max_steps, temperature)
     mu = class_centroids(z, y, len(g))
     direction = F.normalize(z[idx] - mu[y[idx]], dim=1)
     return _outliers(z[idx] + distance * direction, y, idx, kappa, g, "away from class centroids")
@@ -128,7 +125,6 @@ def mean_walk_distance(feats, labels, anchors, *, ratio=5.0, alpha=0.015, extra_
                        temperature=1.0) -> float:
     """Mean L2 distance BOOD's walk moves a boundary feature: Table 6's variants move as far."""
     z, y, g = _inputs(feats, labels, anchors)
-    kappa = boundary_steps(z, y, g, alpha, max_steps, temperature)
-    idx = select_boundary(kappa, y, ratio, len(g))
+    idx, kappa = boundary_features(z, y, g, ratio, alpha, max_steps, temperature)
     z_ood, crossed = synthesize(z[idx], y[idx], g, alpha, extra_steps, max_steps, temperature, warn=False)
     return float((z_ood - z[idx][crossed]).norm(dim=1).mean())

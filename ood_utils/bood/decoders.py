@@ -15,9 +15,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .. import data, features, paths
+from .. import data, features, health, paths
 from . import mini_ldm, sd
 from .regularize import prepare_outliers
 
@@ -130,6 +131,49 @@ def decode(cfg, space, z, y, *, seed: int = 0, progress: bool = True, batch_size
     folder = _sd_folder(cfg, space, z, y, settings, seed)
     sd.generate(pipe, info.class_names, y, z, folder, seed=seed, progress=progress, **settings)
     return sd.read_images(folder, y, info.image_size, info.channels)
+
+
+@torch.no_grad()
+def classify(model, images01: torch.Tensor, dataset: str, batch_size: int = 256) -> np.ndarray:
+    """Logits of a classifier of ``dataset`` on decoded images in [0, 1] (normalised and resized first)."""
+    device = next(model.parameters()).device
+    x = to_classifier_input(images01, dataset)
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(x), batch_size)]).numpy()
+
+
+#: the least share of decoded ID test features the base classifier must read as their own class
+FIDELITY_FLOOR = 0.8
+
+
+def class_fidelity(cfg, space, base_model, n_per_class: int = 30, *, seed: int = 0) -> dict:
+    """Decode the features of ``n_per_class`` ID *test* images per class (conditions the decoder never
+    trained on) and let the ID dataset's base classifier read them: ``fidelity`` is the share read as the
+    class the feature came from. Returns the images, their labels and the logits too."""
+    y = torch.as_tensor(space.test.labels).long()
+    rows = torch.cat([(y == c).nonzero().squeeze(1)[:n_per_class] for c in y.unique().tolist()])
+    images = decode(cfg, space, torch.as_tensor(space.test.feats)[rows].float(), y[rows], seed=seed, progress=False)
+    logits = classify(base_model, images, space.dataset)
+    return {"fidelity": float((logits.argmax(1) == y[rows].numpy()).mean()), "images": images,
+            "labels": y[rows], "logits": logits}
+
+
+def decoder_health(cfg, space, base_model, n_per_class: int = 30) -> health.Health:
+    """Health of the mini decoder of ``space``: both loss curves (autoencoder, denoiser) finite and lower at
+    the end than at the start, and a class fidelity of decoded ID test features of at least
+    ``FIDELITY_FLOOR``. A claim about decoded outliers that rests on a failed decoder is undetermined."""
+    if cfg.profile != "mini":
+        raise ValueError("decoder_health checks the mini LDM the kit trains; SD v1.4 is pretrained")
+    meta = get_mini_ldm(cfg, space, progress=False)[1]
+    checks = [health.loss_check([h["loss"] for h in meta["history"] if h["phase"] == phase],
+                                name=f"mini LDM {phase} loss") for phase in ("ae", "denoiser")]
+    fid = class_fidelity(cfg, space, base_model, n_per_class, seed=cfg.seed)["fidelity"]
+    passed = fid >= FIDELITY_FLOOR
+    checks.append(health.Check("class fidelity", fid, FIDELITY_FLOOR, passed,
+                               f"class fidelity {fid:.3f} of decoded ID test features"
+                               + ("" if passed else f" (< {FIDELITY_FLOOR})")))
+    return health.assess(f"mini LDM ({space.dataset})", checks)
 
 
 def to_classifier_input(images01: torch.Tensor, dataset: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ from ..health import Health
 from . import baselines, regularize
 from .regularize import with_values
 from .anchors import Anchors, anchor_source, check_sd_weights, class_anchors
-from .boundary import Outliers, boundary_outliers
+from .boundary import Outliers, boundary_outliers, calibrate_step
 from .latent import LatentEncoder, train_latent_encoder
 
 #: the ID datasets each profile reports on (``id_datasets = None``)
@@ -141,18 +141,63 @@ def latent_space(cfg, dataset: str, *, temperature: float | None = None, progres
 
 OUTLIER_METHODS = ("BOOD",) + baselines.METHODS
 
+#: mini's rule for the step length: scale alpha so that, at the paper's alpha, the median correctly classified
+#: training feature takes a fifth of the paper's K = 100 sign steps to cross its boundary. On mini's 384-d
+#: unit sphere the paper's alpha itself moves 0.29 per step and most features cross in one or two steps, so
+#: kappa would rank nothing. quick / paper use the paper's alpha as it is (scale 1).
+STEP_RULE = {"reference_K": 100, "median_kappa": 20}
+_STEP_SCALES: dict = {}
+
+
+def step_scale(cfg, space: LatentSpace) -> float:
+    """Factor applied to every step size alpha in ``space`` (``STEP_RULE``; 1 outside mini). Cached."""
+    if cfg.profile != "mini":
+        return 1.0
+    key = (space.dataset, regularize.digest(torch.as_tensor(space.train.feats)), float(cfg.temperature))
+    if key not in _STEP_SCALES:
+        alpha = calibrate_step(space.train.feats, space.train.labels, space.anchors.vectors,
+                               target_median=STEP_RULE["median_kappa"], max_steps=STEP_RULE["reference_K"],
+                               temperature=cfg.temperature, seed=cfg.seed)
+        _STEP_SCALES[key] = alpha / PAPER_BEST["step_size"]
+    return _STEP_SCALES[key]
+
+
+_KAPPAS: dict = {}
+
+
+def space_kappa(cfg, space: LatentSpace, alpha: float, max_steps: int) -> torch.Tensor:
+    """Eq. (3) on the training features of ``space`` with this alpha and K (cached in the process: the
+    sweeps over c and r and every figure of notebook 31 reuse it)."""
+    from .boundary import boundary_steps
+
+    key = (space.dataset, regularize.digest(torch.as_tensor(space.train.feats)), float(alpha), int(max_steps),
+           float(cfg.temperature))
+    if key not in _KAPPAS:
+        _KAPPAS[key] = boundary_steps(space.train.feats, space.train.labels, space.anchors.vectors, alpha,
+                                      max_steps, cfg.temperature)
+    return _KAPPAS[key]
+
+
+def walk_step(cfg, space: LatentSpace, step_size: float | None = None) -> float:
+    """The alpha the walks take in ``space``: ``step_size`` (default ``cfg.step_size``, the paper's scale)
+    times :func:`step_scale`."""
+    return float(cfg.step_size if step_size is None else step_size) * step_scale(cfg, space)
+
 
 def outlier_features(space: LatentSpace, cfg, method: str = "BOOD", *, seed: int = 0, **overrides) -> Outliers:
     """Outlier features of ``method`` from the training features; ``overrides`` replace step_size,
-    extra_steps, max_steps, boundary_ratio (the sweeps)."""
+    extra_steps, max_steps, boundary_ratio (the sweeps). Step sizes are on the paper's scale and go through
+    :func:`walk_step` (mini's rule for the latent geometry)."""
     p = {k: overrides.get(k, cfg.values[k]) for k in ("step_size", "extra_steps", "max_steps", "boundary_ratio")}
     z, y, g = space.train.feats, space.train.labels, space.anchors.vectors
     ratio = p["boundary_ratio"]
     if cfg.smoke:      # smoke runs see a handful of images per class: keep at least one feature of each
         ratio = max(ratio, 100.0 / max(1, int(np.bincount(y).min())))
-    walk = dict(ratio=ratio, alpha=p["step_size"], max_steps=p["max_steps"], temperature=cfg.temperature)
+    walk = dict(ratio=ratio, alpha=walk_step(cfg, space, p["step_size"]), max_steps=p["max_steps"],
+                temperature=cfg.temperature)
     if method == "BOOD":
-        return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], **walk)
+        kappa = space_kappa(cfg, space, walk["alpha"], p["max_steps"])
+        return boundary_outliers(z, y, g, extra_steps=p["extra_steps"], kappa=kappa, **walk)
     if method == "boundary_only":
         return baselines.boundary_only(z, y, g, **walk)
     if method == "random_then_perturb":

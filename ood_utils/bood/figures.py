@@ -1,4 +1,4 @@
-"""Figures of notebooks 30 and 32 (the decoders' figures live beside the decoders)."""
+"""Figures of notebooks 30, 31 and 32 (the walk figure lives beside the walks)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -144,6 +144,78 @@ def method_points(runs_by_method: dict, order=None, metric_of=None, ax=None):
            title="where the outlier features come from (Tables 3 and 6, DreamOOD)")
     ax.figure.tight_layout()
     return ax.figure
+
+
+def label_grid_rows(ax, labels, tile: int = 28, pad: int = 2, fontsize: float = 8, titled: bool = False):
+    """Name the rows of a ``plots.image_grid`` mosaic on its y axis (``titled``: the grid has tile titles)."""
+    gap = pad + (max(4, tile // 3) if titled else 0)
+    ax.set_yticks([gap + r * (tile + gap) + tile / 2 for r in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=fontsize)
+    ax.tick_params(axis="y", length=0)
+    ax.set_xticks([])
+    ax.grid(False)
+    ax.axis("on")
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def decoder_curves(histories: dict, fidelity: dict):
+    """The mini decoders' training losses (autoencoder, denoiser) per ID dataset, with their class fidelity."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for k, (ds, hist) in enumerate(histories.items()):
+        frame = pd.DataFrame(hist)
+        for ax, phase in zip(axes, ("ae", "denoiser")):
+            part = frame[frame.phase == phase]
+            ax.plot(part.step, part.loss, color=plots.COLORS[k % len(plots.COLORS)],
+                    label=f"{ds} (class fidelity {fidelity[ds]:.2f})")
+    axes[0].set(xlabel="step", ylabel="binary cross-entropy", title="autoencoder (pixels)")
+    axes[1].set(xlabel="step", ylabel="MSE of the velocity", title="conditional denoiser (latent)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def outlier_readings(frame: pd.DataFrame):
+    """Stacked bars: how the base classifier reads decoded images of each setting: as the source class,
+    as another class without confidence, or confidently as another ID class (a clean digit, not an outlier)."""
+    parts = [("source class", plots.COLORS[0]), ("another class, unsure", plots.COLORS[1]),
+             ("another class, confident", plots.COLORS[3])]
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(frame) + 1.3))
+    left = np.zeros(len(frame))
+    labels = [f"{r['ID dataset']}: {r['images']}" for _, r in frame.iterrows()]
+    for name, color in parts:
+        ax.barh(labels, frame[name] * 100, left=left, color=color, label=name)
+        for i, (l, v) in enumerate(zip(left, frame[name] * 100)):
+            if v >= 6:
+                ax.text(l + v / 2, i, f"{v:.0f}", ha="center", va="center", fontsize=8, color="white")
+        left += frame[name].to_numpy() * 100
+    ax.invert_yaxis()
+    ax.set(xlabel="decoded images (%)", xlim=(0, 100))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def claim_intervals(numbers: pd.DataFrame, titles: dict):
+    """One panel per claim: the claimed-direction effect with its 95% interval, per ID dataset."""
+    keys = list(dict.fromkeys(numbers.claim))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 0.5 * numbers.dataset.nunique() + 1.9),
+                             sharey=True, squeeze=False)
+    datasets = list(dict.fromkeys(numbers.dataset))
+    for ax, key in zip(axes[0], keys):
+        part = numbers[numbers.claim == key].set_index("dataset").reindex(datasets)
+        err = [(part.difference - part.lo).clip(lower=0), (part.hi - part.difference).clip(lower=0)]
+        ax.errorbar(part.difference, range(len(part)), xerr=err, fmt="o", capsize=3, color=plots.COLORS[0])
+        ax.axvline(0, color="0.5", lw=1, ls="--")
+        ax.set_title(titles.get(key, key), fontsize=9)
+        ax.set_ylim(-0.6, len(part) - 0.4)
+        ax.margins(x=0.15)
+    axes[0, 0].set_yticks(range(len(datasets)))
+    axes[0, 0].set_yticklabels(datasets)
+    fig.suptitle("claimed-direction effects with 95% bootstrap intervals (right of the dashed 0 = as the paper says)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 savefig = plots.savefig
