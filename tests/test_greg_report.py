@@ -115,3 +115,40 @@ def test_summarise_and_display_table():
     assert e["auroc"] == pytest.approx(0.85) and e["auroc_std"] == pytest.approx(0.05) and e["n_seeds"] == 2
     table = rp.mean_pm_std(s, "auroc", ["near"])
     assert table.loc[("mnist6", "energy"), "near"] == "85.0 ± 5.0"
+
+
+def test_a_claim_on_a_failed_run_is_undetermined_with_the_reason():
+    from ood_utils import health
+
+    rows = _rows({"energy": [0.80, 0.82, 0.81], "greg": [0.90, 0.91, 0.92]})
+    ok = health.assess("energy", [health.accuracy_check(0.98, 0.98)]).to_json()
+    bad = health.assess("greg seed 1", [health.accuracy_check(0.40, 0.98)]).to_json()
+    id_rows = pd.DataFrame([{"method": m, "dataset": "id", "group": "id", "id_accuracy": 0.9, "id_dataset": "mnist6",
+                             "arch": "mnist_cnn", "seed": s, "health": bad if (m, s) == ("greg", 1) else ok}
+                            for m in ("energy", "greg") for s in range(3)])
+    claims = rp.grad_claims(pd.concat([rows, id_rows], ignore_index=True), Cfg())
+    assert claims[0]["verdict"] == "undetermined"
+    assert claims[0]["diagnosis"].startswith("training failed: greg seed 1: ID accuracy 0.400")
+
+
+def test_detection_claims_have_one_primary_metric_and_accuracy_is_no_harm():
+    near = _rows({"energy": [0.8, 0.81, 0.82], "greg": [0.85, 0.86, 0.87]})
+    near["fpr95"] = [0.3, 0.31, 0.32, 0.2, 0.21, 0.22]
+    rows = pd.concat([near, _rows({"energy": [0.95, 0.95, 0.96], "greg": [0.95, 0.955, 0.96]}, dataset="id",
+                            metric="id_accuracy")], ignore_index=True)
+    claims = rp.grad_claims(rows, Cfg()) + rp.accuracy_claims(rows, Cfg())
+    roles = [(c["unit"].split(" points")[0], c["role"], c["kind"]) for c in claims]
+    assert roles == [("auroc", "primary", "improvement"), ("fpr95", "supporting", "improvement"),
+                     ("id_accuracy", "primary", "no harm")]
+    assert rp.verdict_counts(claims) == {"agrees": 2}
+
+
+def test_diagnosis_names_a_ceiling_and_an_idle_pool():
+    import json
+
+    rows = _rows({"energy": [0.998, 0.999, 0.999], "greg": [0.999, 0.999, 0.998]})
+    assert rp.grad_claims(rows, Cfg())[0]["diagnosis"].startswith("near at ceiling")
+    rows = _rows({"energy": [0.8, 0.81, 0.82], "greg": [0.85, 0.86, 0.87]})
+    shares = json.dumps([{"epoch": 1, "in_inside": 0.9, "aux_inside": 0.05, "mask_in": 0.1, "mask_aux": 0.95}])
+    rows = pd.concat([rows, rows.assign(dataset="id", shares=shares)], ignore_index=True)
+    assert rp.grad_claims(rows, Cfg())[0]["diagnosis"] == "aux inactive: 5% inside margins"
