@@ -194,19 +194,24 @@ def compare_claim(rows: pd.DataFrame, cfg, *, better: str, worse: str, id_datase
     b = per_seed(sel, id_dataset, worse, dataset, metric)
     if a.size == 0 or b.size == 0:
         raise ValueError(f"no {metric} values for {better!r} and {worse!r} on {id_dataset}/{dataset}")
+    note = note or (f"{a.size} seeds; {title(better, table)} {100 * a.mean():.2f} vs {title(worse, table)} "
+                    f"{100 * b.mean():.2f}")
+    reference = paper_setting(table, id_dataset)
+    paper = paper_difference(table, better, worse, metric, reference)
+    if kind == "improvement" and paper is not None and paper < 0:
+        # the paper's own table goes the other way in this cell: test what the table shows
+        a, b, paper = b, a, -paper
+        text += f" [the paper's Table {table} shows the opposite here: tested in its direction]"
     v = results.seed_verdict(a, b, higher_is_better=HIGHER_IS_BETTER[metric])
     verdict = no_harm_verdict(v) if kind == "no harm" else v["verdict"]
     delta, noise = 100.0 * v["delta"], 100.0 * v["noise"]
-    reference = paper_setting(table, id_dataset)
-    paper = paper_difference(table, better, worse, metric, reference)
     paper_text = None if paper is None else (f"{paper:+.2f} ({reference}, Table {table}, "
                                              f"{'ID test set' if metric == 'id_accuracy' else 'average'})")
     bounds = {} if not np.isfinite(noise) else {"ours_lo": delta - noise, "ours_hi": delta + noise}
     return results.claim("greg", text, ours=delta, verdict=verdict, paper_value=paper_text,
                          setting=results.setting_label(profile=cfg.profile, id_dataset=id_dataset, arch=arch),
                          profile=cfg.profile, unit=f"{metric} points on {dataset}, + = the paper's direction",
-                         note=note or f"{v['n']} seeds; {title(better, table)} {100 * v['better'][0]:.2f} vs "
-                                      f"{title(worse, table)} {100 * v['worse'][0]:.2f}",
+                         note=note,
                          kind=kind, role=role, health=healths(sel, id_dataset, (better, worse)),
                          diagnosis=diagnose(sel, id_dataset, better, worse, dataset, metric, grad_term), **bounds)
 
