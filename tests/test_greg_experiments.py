@@ -252,3 +252,16 @@ def test_imagenet_weights_load_safely_with_the_subset_rows(tmp_path, monkeypatch
     rows = [3, 999, 0]
     small = models.load_imagenet_pretrained(models.build_model("densenet121", 3), "densenet121", rows)
     assert torch.equal(small.head.weight, full.head.weight[rows]) and torch.equal(small.head.bias, full.head.bias[rows])
+
+
+def test_fit_with_milestones_steps_the_learning_rate(tmp_path):
+    """GReg+'s published schedule: a constant learning rate multiplied by 0.1 at each milestone epoch."""
+    from ood_utils import train
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(8, 4, generator=g), torch.randint(0, 2, (8,), generator=g))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4)
+    model = torch.nn.Linear(4, 2)
+    run = train.fit(model, loader, epochs=3, lr=0.1, weight_decay=1e-4, device="cpu", ckpt_path=tmp_path / "c.pt",
+                    nesterov=True, milestones=[2], progress=False)
+    assert [round(h["lr"], 6) for h in run["history"]] == [0.1, 0.01, 0.01]
