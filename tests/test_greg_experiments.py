@@ -37,7 +37,8 @@ def test_paper_defaults_are_the_papers_tables(monkeypatch):
     s = ex.resolve_config("paper", "sampling")
     assert s.id_datasets == ("cifar100",) and s.archs == ("densenet100",) and s.plus_init == "scratch"
     assert ex.recipe(s, "sampling") == {"init": "scratch", "epochs": 60, "lr": 0.1, "milestones": [50]}
-    assert ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"]).archs == ("densenet121",)
+    imagenet = ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"])
+    assert imagenet.archs == ("densenet121",) and imagenet.plus_init == "base"
 
 
 def test_smoke_keeps_the_first_setting_only():

@@ -153,6 +153,8 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
         raise profiles.ConfigError(f"plus_milestones must be increasing epochs >= 1, got {ms}")
     rule = cfg.m_in is None or cfg.m_aux is None
     values = {**cfg.values, "id_datasets": ids, "archs": archs, "margin_rule": rule}
+    if all(d.startswith("imagenet") for d in ids) and "plus_init" not in cfg.overridden:
+        values["plus_init"] = "base"   # ImageNet GReg+ fine-tunes the pretrained network (Table 3), never from scratch
     return dataclasses.replace(cfg, values=MappingProxyType(values))
 
 
