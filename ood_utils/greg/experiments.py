@@ -20,6 +20,7 @@ auxiliary batch and keeps ``aux_per_id`` x the ID batch (the paper's 2 n_ID) cho
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -89,8 +90,9 @@ TABLE3_AVERAGE = ("inaturalist", "sun", "places", "textures")
 #: auxiliary pool: half the pool starts inside the margin (the energy loss pushes it up) and half past it
 #: (eq. (3)'s mask smooths it), so neither term starts idle
 MARGIN_QUANTILES = {"m_in": 0.05, "m_aux": 0.5}
-#: images of each kind the margin rule, the pool shares and the separation health check score
-SCORE_SAMPLE = 1000
+#: images of each kind the margin rule scores, and (fewer: it runs once per run) the pool shares and the
+#: separation health check
+SCORE_SAMPLE, CHECK_SAMPLE = 1000, 500
 #: the two training recipes: Table 4 fine-tunes the base model; Table 5 (GReg+) trains from ``plus_init``
 RECIPES = ("finetune", "sampling")
 
@@ -393,8 +395,14 @@ def energies(model, dataset, cfg, n: int = SCORE_SAMPLE) -> np.ndarray:
 
 
 def _train_sets(cfg, setting):
-    id_set = data.get_dataset(setting[0], "train", max_n=cfg.ft_max_train, seed=cfg.seed)
-    aux_set = data.get_dataset(data.auxiliary_set(setting[0]), "train", id_dataset=setting[0], seed=cfg.seed)
+    """The ID training images a run sees (no augmentation) and the auxiliary pool, loaded once per process."""
+    return _load_train_sets(setting[0], cfg.ft_max_train, cfg.seed, cfg.profile, cfg.smoke)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_train_sets(id_dataset, max_n, seed, profile, smoke):
+    id_set = data.get_dataset(id_dataset, "train", max_n=max_n, seed=seed)
+    aux_set = data.get_dataset(data.auxiliary_set(id_dataset), "train", id_dataset=id_dataset, seed=seed)
     return id_set, aux_set
 
 
@@ -438,7 +446,7 @@ def pool_shares(model, cfg, setting) -> dict:
     for the auxiliary pool: the energy loss acts on them) and kept by eq. (3)'s masks (the rest)."""
     cfg = with_margins(cfg, setting)
     id_set, aux_set = _train_sets(cfg, setting)
-    s_in, s_aux = energies(model, id_set, cfg), energies(model, aux_set, cfg)
+    s_in, s_aux = energies(model, id_set, cfg, CHECK_SAMPLE), energies(model, aux_set, cfg, CHECK_SAMPLE)
     return {"in_inside": float((s_in > cfg.m_in).mean()), "aux_inside": float((s_aux < cfg.m_aux).mean()),
             "mask_in": float((s_in <= cfg.m_in).mean()), "mask_aux": float((s_aux >= cfg.m_aux).mean())}
 
@@ -471,7 +479,8 @@ def run_health(model, cfg, setting, run: str, meta: dict, accuracy: float, base_
     total loss) and the share of skipped steps."""
     id_set, aux_set = _train_sets(cfg, setting)
     checks = [health.accuracy_check(accuracy, base_accuracy), health.spread_check(id_scores, base_id_scores),
-              health.separation_check(-energies(model, id_set, cfg), -energies(model, aux_set, cfg),
+              health.separation_check(-energies(model, id_set, cfg, CHECK_SAMPLE),
+                                      -energies(model, aux_set, cfg, CHECK_SAMPLE),
                                       name="energy separation of the training ID / auxiliary data")]
     losses = [s["total"] for s in meta.get("steps") or []] or [h["loss"] for h in meta.get("history", [])]
     if losses:
