@@ -266,3 +266,21 @@ def test_fit_with_milestones_steps_the_learning_rate(tmp_path):
     run = train.fit(model, loader, epochs=3, lr=0.1, weight_decay=1e-4, device="cpu", ckpt_path=tmp_path / "c.pt",
                     nesterov=True, milestones=[2], progress=False)
     assert [round(h["lr"], 6) for h in run["history"]] == [0.1, 0.01, 0.01]
+
+
+def test_a_diverged_model_gives_nan_metrics_and_fails_health(cfg):
+    setting = ("mnist5k", "mnist_cnn")
+    base, _ = ex.base_classifier(cfg, setting)
+
+    from ood_utils.models import build_model
+
+    model = build_model("mnist_cnn", 10)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    model.eval()
+    with pytest.warns(RuntimeWarning, match="non-finite energy scores"):
+        rows = ex.evaluate_model(model, cfg, setting, "greg", "diverged_test", 0)
+    assert all(np.isnan(r["auroc"]) for r in rows if "auroc" in r)
+    h = ex.run_health(model, cfg, setting, "greg seed 0", {"steps": [{"total": 1.0}]}, rows[-1]["id_accuracy"], 0.9,
+                      ex._id_test_scores(model, cfg, setting, "diverged_test"), np.arange(10.0))
+    assert not h.ok and "diverged" in h.reason

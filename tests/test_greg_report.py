@@ -163,3 +163,17 @@ def test_diagnosis_names_a_ceiling_and_an_idle_pool():
     shares = json.dumps([{"epoch": 1, "in_inside": 0.9, "aux_inside": 0.05, "mask_in": 0.1, "mask_aux": 0.95}])
     rows = pd.concat([rows, rows.assign(dataset="id", shares=shares)], ignore_index=True)
     assert rp.grad_claims(rows, Cfg())[0]["diagnosis"] == "aux inactive: 5% inside margins"
+
+
+def test_a_diverged_run_with_nan_metrics_leaves_the_claim_undetermined():
+    from ood_utils import health
+
+    rows = _rows({"energy": [0.80, 0.82, 0.81], "greg": [0.90, float("nan"), 0.92]})
+    bad = health.assess("greg seed 1", [health.Check("finite scores", 0.0, 1.0, False, "non-finite energy scores")])
+    ok = health.assess("run", [health.accuracy_check(0.98, 0.98)])
+    id_rows = pd.DataFrame([{"method": m, "dataset": "id", "group": "id", "id_accuracy": 0.9, "id_dataset": "mnist6",
+                             "arch": "mnist_cnn", "seed": s, "health": (bad if (m, s) == ("greg", 1) else ok).to_json()}
+                            for m in ("energy", "greg") for s in range(3)])
+    c = rp.grad_claims(pd.concat([rows, id_rows], ignore_index=True), Cfg())[0]
+    assert c["verdict"] == "undetermined" and "non-finite energy scores" in c["diagnosis"]
+    assert "2 seeds" in c["note"]

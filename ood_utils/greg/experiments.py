@@ -337,11 +337,15 @@ def evaluate_model(model, cfg, setting, method: str, tag: str, seed: int, n_boot
     far), plus one ``id_accuracy`` row (dataset ``"id"``)."""
     feats = set_features(model, cfg, setting, tag)
     scores = {k: energy_id_score(v.logits) for k, v in feats.items()}
-    for k, s in scores.items():
-        if not np.isfinite(s).all():
-            raise FloatingPointError(f"{method} (seed {seed}): non-finite energy scores on {k}")
-    rows = evaluate_scores(method, scores, setting, seed, n_boot)
-    acc = metrics.accuracy(feats["id"].logits, feats["id"].labels)
+    diverged = [k for k, s in scores.items() if not np.isfinite(s).all()]
+    if diverged:   # a diverged run: its metrics are NaN and its health check says why (never a crash)
+        warnings.warn(f"{method} (seed {seed}): non-finite energy scores on {', '.join(diverged)}", RuntimeWarning,
+                      stacklevel=2)
+        rows = evaluate_scores(method, {k: np.nan_to_num(s) for k, s in scores.items()}, setting, seed, n_boot)
+        rows = [{**r, **{c: np.nan for c in r if c.startswith(("auroc", "fpr95"))}} for r in rows]
+    else:
+        rows = evaluate_scores(method, scores, setting, seed, n_boot)
+    acc = metrics.accuracy(np.nan_to_num(feats["id"].logits, nan=0.0), feats["id"].labels)
     return rows + [{"method": method, "dataset": "id", "group": "id", "id_accuracy": acc,
                     "id_dataset": setting[0], "arch": setting[1], "seed": seed}]
 
@@ -478,7 +482,10 @@ def run_health(model, cfg, setting, run: str, meta: dict, accuracy: float, base_
     test data, its separation of the run's own training ID and auxiliary data, the loss curve (every step's
     total loss) and the share of skipped steps."""
     id_set, aux_set = _train_sets(cfg, setting)
-    checks = [health.accuracy_check(accuracy, base_accuracy), health.spread_check(id_scores, base_id_scores),
+    finite = bool(np.isfinite(id_scores).all())
+    checks = [health.Check("finite scores", float(finite), 1.0, finite,
+                           "energy scores finite" if finite else "non-finite energy scores (the run diverged)"),
+              health.accuracy_check(accuracy, base_accuracy), health.spread_check(id_scores, base_id_scores),
               health.separation_check(-energies(model, id_set, cfg, CHECK_SAMPLE),
                                       -energies(model, aux_set, cfg, CHECK_SAMPLE),
                                       name="energy separation of the training ID / auxiliary data")]

@@ -194,6 +194,9 @@ def compare_claim(rows: pd.DataFrame, cfg, *, better: str, worse: str, id_datase
     b = per_seed(sel, id_dataset, worse, dataset, metric)
     if a.size == 0 or b.size == 0:
         raise ValueError(f"no {metric} values for {better!r} and {worse!r} on {id_dataset}/{dataset}")
+    if a.size == b.size:   # a diverged run has NaN metrics (and a failed health check): keep the finite pairs
+        keep = np.isfinite(a) & np.isfinite(b)
+        a, b = (a[keep], b[keep]) if keep.any() else (np.zeros(1), np.zeros(1))
     note = note or (f"{a.size} seeds; {title(better, table)} {100 * a.mean():.2f} vs {title(worse, table)} "
                     f"{100 * b.mean():.2f}")
     reference = paper_setting(table, id_dataset)
