@@ -95,7 +95,7 @@ def test_run_key_changes_with_everything_that_changes_the_weights(cfg):
               ex.run_key(ex.resolve_config("mini", **{**TINY, "ft_lr": 0.5}), setting, "greg", 0, "abc")]
     assert len({key, *others}) == len(others) + 1
     # the sampling recipe shares runs with the fine-tuning recipe when their budgets agree (mini)
-    same = ex.resolve_config("mini", **{**TINY, "plus_epochs": 1, "plus_lr": TINY.get("ft_lr", 0.02)})
+    same = ex.resolve_config("mini", **{**TINY, "plus_epochs": 1, "plus_lr": ex.resolve_config("mini", **TINY).ft_lr})
     assert ex.run_key(same, setting, "poem", 0, "abc", "sampling") == ex.run_key(same, setting, "poem", 0, "abc")
 
 
