@@ -177,3 +177,13 @@ def test_a_diverged_run_with_nan_metrics_leaves_the_claim_undetermined():
     c = rp.grad_claims(pd.concat([rows, id_rows], ignore_index=True), Cfg())[0]
     assert c["verdict"] == "undetermined" and "non-finite energy scores" in c["diagnosis"]
     assert "2 seeds" in c["note"]
+
+
+def test_diagnosis_names_a_weak_gradient_term():
+    import json
+
+    rows = _rows({"energy": [0.8, 0.81, 0.82], "greg": [0.8, 0.81, 0.82]})
+    shares = json.dumps([{"epoch": 1, "in_inside": 0.3, "aux_inside": 0.6, "mask_in": 0.7, "mask_aux": 0.4,
+                          "grad_share": 0.012}])
+    rows = pd.concat([rows, rows.assign(dataset="id", shares=shares)], ignore_index=True)
+    assert rp.grad_claims(rows, Cfg())[0]["diagnosis"].startswith("gradient term weak: 1.2% of the loss")

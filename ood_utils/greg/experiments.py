@@ -462,8 +462,11 @@ def epoch_shares(meta: dict) -> list[dict]:
         return []
     keys = ("in_inside", "aux_inside", "mask_in", "mask_aux")
     chunks = [steps[i:i + per] for i in range(0, len(steps), per)]
-    return [{"epoch": e, **{k: float(np.mean([s[k] for s in chunk])) for k in keys}}
-            for e, chunk in enumerate(chunks, 1)]
+    out = [{"epoch": e, **{k: float(np.mean([s[k] for s in chunk])) for k in keys}} for e, chunk in enumerate(chunks, 1)]
+    for row, chunk in zip(out, chunks):   # the gradient term's share of the loss (lambda_grad L_grad / total)
+        if all("grad" in s for s in chunk):
+            row["grad_share"] = float(np.mean([s["grad"] for s in chunk]) / max(np.mean([s["total"] for s in chunk]), 1e-12))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ health

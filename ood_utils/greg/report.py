@@ -140,6 +140,8 @@ def paper_difference(table: str, better: str, worse: str, metric: str, setting: 
 NO_HARM_TOLERANCE = 0.01
 #: AUROC above which a set is at ceiling: no method can show an improvement there
 CEILING = 0.995
+#: below this share of the loss the gradient term can hardly move a short fine-tune
+GRAD_SHARE_SMALL = 0.05
 
 
 def no_harm_verdict(v: dict, tolerance: float = NO_HARM_TOLERANCE) -> str:
@@ -160,7 +162,11 @@ def premise(rows: pd.DataFrame, id_dataset: str, methods) -> dict:
     sel = rows[(rows["id_dataset"] == id_dataset) & rows["method"].isin(list(methods)) & (rows["dataset"] == "id")]
     firsts = [json.loads(s)[0] for s in sel.get("shares", pd.Series(dtype=object)).dropna() if json.loads(s)]
     keys = ("in_inside", "aux_inside", "mask_in", "mask_aux")
-    return {k: float(np.mean([f[k] for f in firsts])) for k in keys} if firsts else {}
+    out = {k: float(np.mean([f[k] for f in firsts])) for k in keys} if firsts else {}
+    grads = [f["grad_share"] for f in firsts if "grad_share" in f]
+    if grads:
+        out["grad_share"] = float(np.mean(grads))
+    return out
 
 
 def diagnose(rows: pd.DataFrame, id_dataset: str, better: str, worse: str, dataset: str, metric: str,
@@ -177,6 +183,9 @@ def diagnose(rows: pd.DataFrame, id_dataset: str, better: str, worse: str, datas
         return f"aux inactive: {p['aux_inside']:.0%} inside margins"
     if grad_term and p["mask_in"] + p["mask_aux"] < 0.1:
         return f"gradient term idle: masks keep {p['mask_in']:.0%} ID / {p['mask_aux']:.0%} aux rows"
+    if grad_term and p.get("grad_share", 1.0) < GRAD_SHARE_SMALL:
+        return (f"gradient term weak: {p['grad_share']:.1%} of the loss in the first epoch (masks keep "
+                f"{p['mask_in']:.0%} ID / {p['mask_aux']:.0%} aux rows)")
     return (f"premise holds: {p['aux_inside']:.0%} of aux and {p['in_inside']:.0%} of ID rows inside the margins; "
             f"masks keep {p['mask_in']:.0%} ID / {p['mask_aux']:.0%} aux rows (first epoch)")
 
