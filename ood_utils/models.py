@@ -467,3 +467,38 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     check_state_dict(inner, state, source=f"checkpoint {path}")
     inner.load_state_dict(state, strict=True)
     return model
+
+
+#: torchvision's ImageNet-1K weights the kit fine-tunes from (GReg's Table 3): file name and address
+TORCHVISION_WEIGHTS = {"densenet121": ("densenet121-a639ec97.pth",
+                                       "https://download.pytorch.org/models/densenet121-a639ec97.pth")}
+
+
+def torchvision_weights_path(arch: str) -> Path:
+    """The local file of torchvision's ImageNet weights of ``arch``: ``<cache>/weights/<file>`` or torch hub's
+    checkpoint folder; a FileNotFoundError names the file, its address and where to put it when absent."""
+    from . import paths
+
+    if arch not in TORCHVISION_WEIGHTS:
+        raise ValueError(f"no torchvision ImageNet weights known for {arch!r}; known: {', '.join(TORCHVISION_WEIGHTS)}")
+    name, url = TORCHVISION_WEIGHTS[arch]
+    places = [paths.cache_dir("weights") / name, Path(torch.hub.get_dir()) / "checkpoints" / name]
+    for place in places:
+        if place.is_file():
+            return place
+    raise FileNotFoundError(f"torchvision's ImageNet weights of {arch} are not here: download {url} and save it "
+                            f"as {places[0]} (or {places[1]})")
+
+
+def load_imagenet_pretrained(model: nn.Module, arch: str, class_rows=None) -> nn.Module:
+    """Load torchvision's ImageNet-1K weights of ``arch`` into ``model`` (read with ``weights_only=True``);
+    ``class_rows`` (ImageNet-1K class indices, one per class of ``model``) keeps those rows of the 1000-way
+    classifier, so an ImageNet subset's classifier starts as the pretrained network's own."""
+    inner = unwrap_model(model)
+    state = inner.convert_state_dict(read_state_dict(torchvision_weights_path(arch)))
+    if class_rows is not None:
+        rows = torch.as_tensor(list(class_rows), dtype=torch.long)
+        state["head.weight"], state["head.bias"] = state["head.weight"][rows], state["head.bias"][rows]
+    check_state_dict(inner, state, source=f"torchvision weights of {arch}")
+    inner.load_state_dict(state, strict=True)
+    return model

@@ -81,9 +81,12 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "greg": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
         "archs":          {"mini": None, "quick": None, "paper": None},   # paper: ResNet-18, WRN-40-2, DenseNet
-        "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},            # the paper's three trials
+        "n_seeds":        {"mini": 5, "quick": 3, "paper": 3},            # the paper's three trials; mini: 5
         "ft_epochs":      {"mini": 1, "quick": 2, "paper": 20},           # fine-tuning, SGD + cosine
-        "ft_lr":          {"mini": 0.02, "quick": 0.01, "paper": 0.01},
+        # mini: 0.005, as SGD Nesterov at 0.02 let the energy loss's first steps (margins by the rule) diverge
+        "ft_lr":          {"mini": 0.005, "quick": 0.01, "paper": 0.01},
+        "ft_weight_decay": {"mini": 5e-4, "quick": 1e-4, "paper": 1e-4},  # public code: SGD wd 1e-4
+        "nesterov":       {"mini": True, "quick": True, "paper": True},   # public code: SGD Nesterov, momentum 0.9
         "ft_batch_size":  {"mini": 32, "quick": 64, "paper": 64},         # ID images per step
         "ft_max_train":   {"mini": 384, "quick": 10000, "paper": None},   # ID images per fine-tuning epoch
         "ft_eval_max":    {"mini": 300, "quick": 2000, "paper": 10000},   # images per OOD test set
@@ -92,12 +95,15 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "n_clusters":     {"mini": None, "quick": None, "paper": None},   # None = ID batch size (Algorithm 1)
         "lambda_s":       {"mini": 0.1, "quick": 0.1, "paper": 0.1},
         "lambda_grad":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},
-        "m_in":           {"mini": -15.0, "quick": -25.0, "paper": -25.0},  # mini: the small CNN's energy range
-        "m_aux":          {"mini": -5.0, "quick": -7.0, "paper": -7.0},
-        "grad_form":      {"mini": "paper", "quick": "paper", "paper": "paper"},  # or "public_code"
+        # None = derived from the base model's energies (greg.experiments.margin_rule); paper: public code
+        "m_in":           {"mini": None, "quick": -25.0, "paper": -25.0},
+        "m_aux":          {"mini": None, "quick": -7.0, "paper": -7.0},
+        "grad_form":      {"mini": "public_code", "quick": "public_code", "paper": "public_code"},  # or "printed"
         "plus_init":      {"mini": "base", "quick": "base", "paper": "scratch"},  # GReg+ on CIFAR: from scratch
         "plus_epochs":    {"mini": 1, "quick": 2, "paper": 60},
-        "plus_lr":        {"mini": 0.02, "quick": 0.01, "paper": 0.1},
+        "plus_lr":        {"mini": 0.005, "quick": 0.01, "paper": 0.1},
+        # GReg+ schedule: cosine (None) or lr x 0.1 at these epochs (paper: 50 epochs at 0.1, then 10 at 0.01)
+        "plus_milestones": {"mini": None, "quick": None, "paper": (50,)},
         "toy_steps":      {"mini": 300, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
         "toy_seeds":      {"mini": 3, "quick": 3, "paper": 5},
     },
@@ -133,7 +139,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "max_eval": (int, type(None)), "num_workers": (int,), "amp": (bool,), "checkpoint": (str, type(None)),
     "preset": (str,), "ood_sets": (list, tuple, type(None)),
     # greg
-    "lambda_s": (float, int), "lambda_grad": (float, int), "m_in": (float, int), "m_aux": (float, int),
+    "lambda_s": (float, int), "lambda_grad": (float, int), "m_in": (float, int, type(None)),
+    "m_aux": (float, int, type(None)), "ft_weight_decay": (float, int), "nesterov": (bool,),
+    "plus_milestones": (list, tuple, type(None)),
     "grad_form": (str,), "n_clusters": (int, type(None)), "pool_factor": (int,), "toy_steps": (int,),
     "toy_seeds": (int,),
     # bood

@@ -155,13 +155,14 @@ def cross_entropy_loss(model: nn.Module, batch) -> torch.Tensor:
 
 def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, device, ckpt_path,
         amp: bool = False, momentum: float = 0.9, nesterov: bool = False, loss_fn: LossFn | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, milestones=None) -> dict:
     """Train ``model`` for ``epochs`` epochs with SGD + per-step cosine annealing; resume from ``ckpt_path``.
 
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
-    on CUDA. The model is left in eval mode. Returns ``{"start_epoch", "epochs", "history": [{"epoch",
-    "loss", "lr", "seconds"}]}``.
+    on CUDA. The model is left in eval mode. ``milestones`` (epochs) replaces the cosine schedule by a
+    constant learning rate multiplied by 0.1 at each of those epochs. Returns ``{"start_epoch", "epochs",
+    "history": [{"epoch", "loss", "lr", "seconds"}]}``.
 
     Under ``accelerate launch --num_processes N`` (see :mod:`ood_utils.distributed`) each process trains
     on its share of every batch of ``loader`` (the loader's batch is the global batch), gradients and
@@ -184,10 +185,15 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     steps = len(loader)
     if steps == 0:
         raise ValueError("fit: the loader yields no batches (empty dataset, or drop_last with too few samples)")
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    if milestones:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(m) * steps for m in milestones], gamma=0.1)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     recipe = {"epochs": epochs, "lr": float(lr), "weight_decay": float(weight_decay), "momentum": float(momentum),
               "nesterov": bool(nesterov), "steps_per_epoch": steps, "amp": use_amp}
+    if milestones:
+        recipe["milestones"] = [int(m) for m in milestones]
 
     start, history = 0, []
     state = load_training_state(ckpt_path)      # every process reads the same file

@@ -20,10 +20,11 @@ def cfg():
 
 # ------------------------------------------------------------------------------------------------ config
 
-def test_mini_defaults_cover_both_id_datasets_and_three_seeds(monkeypatch):
+def test_mini_defaults_cover_both_id_datasets_and_five_seeds(monkeypatch):
     monkeypatch.setenv("OOD_KIT_SMOKE", "0")
     c = ex.resolve_config("mini")
-    assert c.id_datasets == ("mnist5k", "mnist6") and c.archs == ("mnist_cnn",) and ex.seeds(c) == [0, 1, 2]
+    assert c.id_datasets == ("mnist5k", "mnist6") and c.archs == ("mnist_cnn",) and ex.seeds(c) == [0, 1, 2, 3, 4]
+    assert c.m_in is None and c.m_aux is None and c.margin_rule and c.grad_form == "public_code"
     assert ex.settings(c) == [("mnist5k", "mnist_cnn"), ("mnist6", "mnist_cnn")]
 
 
@@ -32,9 +33,12 @@ def test_paper_defaults_are_the_papers_tables(monkeypatch):
     c = ex.resolve_config("paper")
     assert c.id_datasets == ("cifar10", "cifar100") and c.archs == ("resnet18", "wrn40_2", "densenet100")
     assert (c.ft_epochs, c.lambda_s, c.lambda_grad, c.m_in, c.m_aux) == (20, 0.1, 1.0, -25.0, -7.0)
+    assert (c.grad_form, c.ft_weight_decay, c.nesterov, c.margin_rule) == ("public_code", 1e-4, True, False)
     s = ex.resolve_config("paper", "sampling")
     assert s.id_datasets == ("cifar100",) and s.archs == ("densenet100",) and s.plus_init == "scratch"
-    assert ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"]).archs == ("densenet121",)
+    assert ex.recipe(s, "sampling") == {"init": "scratch", "epochs": 60, "lr": 0.1, "milestones": [50]}
+    imagenet = ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"])
+    assert imagenet.archs == ("densenet121",) and imagenet.plus_init == "base"
 
 
 def test_smoke_keeps_the_first_setting_only():
@@ -46,7 +50,8 @@ def test_smoke_keeps_the_first_setting_only():
     ({"m_in": -5.0, "m_aux": -15.0}, "wrong order"),
     ({"pool_factor": 1}, "candidate pool"),
     ({"n_clusters": 99}, "n_clusters"),
-    ({"grad_form": "mine"}, "paper, public_code"),
+    ({"grad_form": "mine"}, "public_code, printed"),
+    ({"plus_milestones": [50, 10]}, "increasing"),
     ({"plus_init": "imagenet"}, "base, scratch"),
     ({"id_datasets": ["mnist7"]}, "mnist5k"),
     ({"archs": ["resnet1000"]}, "mnist_cnn"),
@@ -90,20 +95,21 @@ def test_run_key_changes_with_everything_that_changes_the_weights(cfg):
               ex.run_key(ex.resolve_config("mini", **{**TINY, "ft_lr": 0.5}), setting, "greg", 0, "abc")]
     assert len({key, *others}) == len(others) + 1
     # the sampling recipe shares runs with the fine-tuning recipe when their budgets agree (mini)
-    same = ex.resolve_config("mini", **{**TINY, "plus_epochs": 1, "plus_lr": TINY.get("ft_lr", 0.02)})
+    same = ex.resolve_config("mini", **{**TINY, "plus_epochs": 1, "plus_lr": ex.resolve_config("mini", **TINY).ft_lr})
     assert ex.run_key(same, setting, "poem", 0, "abc", "sampling") == ex.run_key(same, setting, "poem", 0, "abc")
 
 
 # ------------------------------------------------------------------------------------------------ training
 
-def test_nan_loss_stops_naming_epoch_and_step(cfg):
+def test_nan_loss_skips_the_step_naming_epoch_and_step(cfg):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     with torch.no_grad():
         model[1].weight.fill_(float("nan"))
-    loss_fn = ex.objective(cfg, "greg", 0, steps_per_epoch=4)
+    loss_fn = ex.objective(ex.with_margins(cfg, ("mnist5k", "mnist_cnn")), "greg", 0, steps_per_epoch=4)
     x = torch.randn(4, 1, 28, 28)
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step 1 of 4"):
+    with pytest.warns(RuntimeWarning, match=r"epoch 1, step 1 of 4: step skipped"):
         loss_fn(model, (x, torch.zeros(4, dtype=torch.long), torch.randn(8, 1, 28, 28)))
+    assert loss_fn.skipped == 1
 
 
 def test_loader_gives_plain_batches_and_candidate_pools(cfg):
@@ -168,3 +174,113 @@ def test_posthoc_rows_are_cached_and_a_broken_cache_is_rebuilt(cfg):
     with pytest.warns(RuntimeWarning, match="rebuilding"):
         again = ex.posthoc_baselines(cfg, ("mnist5k", "mnist_cnn"), n_boot=10, names=("msp",))
     assert again["auroc"].tolist() == pytest.approx(first["auroc"].tolist())
+
+
+# ------------------------------------------------------------------------------------------------ margins, health
+
+def test_margin_rule_reads_the_base_models_energies(cfg):
+    setting = ("mnist5k", "mnist_cnn")
+    rule = ex.margin_rule(cfg, setting)
+    base, _ = ex.base_classifier(cfg, setting)
+    id_set, aux_set = ex._train_sets(cfg, setting)
+    s_in, s_aux = ex.energies(base, id_set, cfg), ex.energies(base, aux_set, cfg)
+    assert rule["m_in"] == pytest.approx(np.quantile(s_in, ex.MARGIN_QUANTILES["m_in"]), abs=1e-9)
+    assert rule["m_aux"] == pytest.approx(np.quantile(s_aux, ex.MARGIN_QUANTILES["m_aux"]), abs=1e-9)
+    scfg = ex.with_margins(cfg, setting)
+    assert (scfg.m_in, scfg.m_aux) == (rule["m_in"], rule["m_aux"])
+    shares = ex.pool_shares(base, cfg, setting)     # the median: about half the pool inside the margin
+    assert 0.4 <= shares["aux_inside"] <= 0.6 and shares["aux_inside"] + shares["mask_aux"] == pytest.approx(1)
+    fixed = ex.with_margins(ex.resolve_config("mini", **{**TINY, "m_in": -30.0}), setting)
+    assert (fixed.m_in, fixed.m_aux) == (-30.0, rule["m_aux"])
+
+
+def test_epoch_shares_average_the_steps_of_each_epoch():
+    steps = [{"in_inside": a, "aux_inside": b, "mask_in": 1 - a, "mask_aux": 1 - b}
+             for a, b in ((1.0, 0.5), (0.5, 0.5), (0.0, 0.25), (0.0, 0.75))]
+    shares = ex.epoch_shares({"steps": steps, "steps_per_epoch": 2})
+    assert [s["epoch"] for s in shares] == [1, 2]
+    assert shares[0]["in_inside"] == 0.75 and shares[1]["aux_inside"] == 0.5 and shares[1]["mask_in"] == 1.0
+    assert ex.epoch_shares({"history": []}) == []
+
+
+def test_a_collapsed_run_fails_its_health_checks(cfg):
+    """A constructed failing run: constant logits (no accuracy, no spread, no separation), a loss that
+    rises and half of the steps skipped."""
+    setting = ("mnist5k", "mnist_cnn")
+
+    class Collapsed(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10)
+    meta = {"steps": [{"total": v} for v in (1.0, 1.2, 1.5, 2.0)], "skipped": 2}
+    h = ex.run_health(Collapsed(), cfg, setting, "greg seed 0", meta, 0.1, 0.98, np.zeros(50),
+                      np.random.default_rng(0).normal(size=50))
+    assert not h.ok
+    failed = {c.name for c in h.checks if not c.passed}
+    assert failed == {"ID accuracy", "score spread on ID", "energy separation of the training ID / auxiliary data",
+                      "training loss", "skipped steps"}
+
+
+def test_table3_averages_its_four_sets_only():
+    rng = np.random.default_rng(0)
+    sets = ex.data.ood_sets("imagenet10")
+    scores = {"id": rng.normal(1, 1, 200), **{n: rng.normal(0.2 * i, 1, 200) for i, n in enumerate(sets)}}
+    rows = ex.evaluate_scores("energy", scores, ("imagenet10", "densenet121"), 0)
+    per = {r["dataset"]: r["auroc"] for r in rows}
+    assert per["average"] == pytest.approx(np.mean([per[n] for n in ex.TABLE3_AVERAGE]))
+    assert set(ex.TABLE3_AVERAGE) < set(sets)
+
+
+def test_missing_imagenet_weights_name_the_file_to_download(tmp_path, monkeypatch):
+    from ood_utils import models
+
+    monkeypatch.setenv("OOD_KIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"densenet121-a639ec97\.pth"):
+        models.torchvision_weights_path("densenet121")
+
+
+def test_imagenet_weights_load_safely_with_the_subset_rows(tmp_path, monkeypatch):
+    """torchvision-named weights (1000 classes) load into a 10-class DenseNet-121 keeping the chosen rows."""
+    from ood_utils import models
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    torch.manual_seed(0)
+    full = models.build_model("densenet121", 1000)
+    state = {k.replace("trunk.", "features.", 1).replace("head.", "classifier.", 1): v
+             for k, v in full.state_dict().items()}
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(state, tmp_path / "hub" / "checkpoints" / "densenet121-a639ec97.pth")
+    rows = [3, 999, 0]
+    small = models.load_imagenet_pretrained(models.build_model("densenet121", 3), "densenet121", rows)
+    assert torch.equal(small.head.weight, full.head.weight[rows]) and torch.equal(small.head.bias, full.head.bias[rows])
+
+
+def test_fit_with_milestones_steps_the_learning_rate(tmp_path):
+    """GReg+'s published schedule: a constant learning rate multiplied by 0.1 at each milestone epoch."""
+    from ood_utils import train
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(8, 4, generator=g), torch.randint(0, 2, (8,), generator=g))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4)
+    model = torch.nn.Linear(4, 2)
+    run = train.fit(model, loader, epochs=3, lr=0.1, weight_decay=1e-4, device="cpu", ckpt_path=tmp_path / "c.pt",
+                    nesterov=True, milestones=[2], progress=False)
+    assert [round(h["lr"], 6) for h in run["history"]] == [0.1, 0.01, 0.01]
+
+
+def test_a_diverged_model_gives_nan_metrics_and_fails_health(cfg):
+    setting = ("mnist5k", "mnist_cnn")
+    base, _ = ex.base_classifier(cfg, setting)
+
+    from ood_utils.models import build_model
+
+    model = build_model("mnist_cnn", 10)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    model.eval()
+    with pytest.warns(RuntimeWarning, match="non-finite energy scores"):
+        rows = ex.evaluate_model(model, cfg, setting, "greg", "diverged_test", 0)
+    assert all(np.isnan(r["auroc"]) for r in rows if "auroc" in r)
+    h = ex.run_health(model, cfg, setting, "greg seed 0", {"steps": [{"total": 1.0}]}, rows[-1]["id_accuracy"], 0.9,
+                      ex._id_test_scores(model, cfg, setting, "diverged_test"), np.arange(10.0))
+    assert not h.ok and "diverged" in h.reason

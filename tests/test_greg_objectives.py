@@ -60,19 +60,23 @@ def test_unknown_method_and_bad_weights_are_refused():
         greg.make_objective("greg", lambda_grad=-1)
     with pytest.raises(ValueError, match="wrong order"):
         greg.make_objective("greg", m_in=-7, m_aux=-25)
-    with pytest.raises(ValueError, match="valid: paper, public_code"):
+    with pytest.raises(ValueError, match="valid: public_code, printed"):
         greg.make_objective("greg", form="exact")
 
 
-def test_a_nan_stops_training_naming_the_part_epoch_and_step():
+def test_a_nan_skips_the_step_naming_the_part_epoch_and_step():
     model = _model()
     objective = greg.make_objective("greg", m_in=-2.5, m_aux=-2.0, steps_per_epoch=4)
     x_in, y_in, x_aux = _data()
     for _ in range(5):
         objective(model, (x_in, y_in, x_aux))
     x_in[0, 0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"non-finite ce.*epoch 2, step 2 of 4"):
-        objective(model, (x_in, y_in, x_aux))
+    with pytest.warns(RuntimeWarning, match=r"non-finite ce.*epoch 2, step 2 of 4: step skipped"):
+        loss = objective(model, (x_in, y_in, x_aux))
+    assert loss.item() == 0.0 and objective.skipped == 1 and objective.last["skipped"]
+    loss.backward()
+    assert all((p.grad == 0).all() for p in model.parameters())
+    assert len(objective.log) == 6 and not objective.log[0]["skipped"]
 
 
 def test_id_aux_loader_cycles_the_auxiliary_set():

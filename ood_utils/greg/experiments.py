@@ -20,6 +20,7 @@ auxiliary batch and keeps ``aux_per_id`` x the ID batch (the paper's 2 n_ID) cho
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import data, features, metrics, paths, profiles, train
+from .. import data, features, health, metrics, paths, profiles, train
 from ..detectors import get_detector
 from .objectives import METHODS as OBJECTIVES
 from .objectives import IDAuxLoader, make_objective
@@ -80,7 +81,18 @@ ARCHS = {"finetune": {"mini": ("mnist_cnn",), "quick": ("resnet18",), "paper": (
 IMAGENET_ARCHS = ("densenet121",)
 #: the hyperparameters a run's cache key and recipe hold
 HYPER = ("ft_batch_size", "ft_max_train", "aux_per_id", "pool_factor", "n_clusters", "lambda_s", "lambda_grad",
-         "m_in", "m_aux", "weight_decay", "grad_form")
+         "m_in", "m_aux", "ft_weight_decay", "nesterov", "grad_form")
+#: Table 3 averages these four OOD sets of ImageNet-10 (the others are shown per set, not averaged)
+TABLE3_AVERAGE = ("inaturalist", "sun", "places", "textures")
+#: the margins' rule where a profile leaves them None (``mini``): quantiles of the base model's energies.
+#: m_in at the 5% quantile of its ID training energies: the energy loss pulls nearly every ID sample down,
+#: as -25 lies below a CE-trained CIFAR model's ID energies; m_aux at the median of its energies on the
+#: auxiliary pool: half the pool starts inside the margin (the energy loss pushes it up) and half past it
+#: (eq. (3)'s mask smooths it), so neither term starts idle
+MARGIN_QUANTILES = {"m_in": 0.05, "m_aux": 0.5}
+#: images of each kind the margin rule scores, and (fewer: it runs once per run) the pool shares and the
+#: separation health check
+SCORE_SAMPLE, CHECK_SAMPLE = 1000, 500
 #: the two training recipes: Table 4 fine-tunes the base model; Table 5 (GReg+) trains from ``plus_init``
 RECIPES = ("finetune", "sampling")
 
@@ -122,7 +134,7 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
     for arch in archs:
         if arch not in ARCHITECTURES:
             raise profiles.ConfigError(f"unknown arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
-    if not cfg.m_in < cfg.m_aux:
+    if cfg.m_in is not None and cfg.m_aux is not None and not cfg.m_in < cfg.m_aux:
         raise profiles.ConfigError(f"margins in the wrong order: m_in={cfg.m_in} must be below m_aux={cfg.m_aux} "
                                    "(ID energies are pushed below m_in, outliers above m_aux)")
     for key in ("ft_epochs", "plus_epochs", "ft_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
@@ -138,7 +150,13 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
     if cfg.n_clusters is not None and not 1 <= cfg.n_clusters <= cfg.ft_batch_size:
         raise profiles.ConfigError(f"n_clusters must be in [1, ft_batch_size={cfg.ft_batch_size}] (the paper's "
                                    f"k = ID batch size), got {cfg.n_clusters}")
-    values = {**cfg.values, "id_datasets": ids, "archs": archs}
+    ms = cfg.plus_milestones
+    if ms is not None and (not all(isinstance(m, int) and m >= 1 for m in ms) or list(ms) != sorted(set(ms))):
+        raise profiles.ConfigError(f"plus_milestones must be increasing epochs >= 1, got {ms}")
+    rule = cfg.m_in is None or cfg.m_aux is None
+    values = {**cfg.values, "id_datasets": ids, "archs": archs, "margin_rule": rule}
+    if all(d.startswith("imagenet") for d in ids) and "plus_init" not in cfg.overridden:
+        values["plus_init"] = "base"   # ImageNet GReg+ fine-tunes the pretrained network (Table 3), never from scratch
     return dataclasses.replace(cfg, values=MappingProxyType(values))
 
 
@@ -175,8 +193,26 @@ def check_data(cfg) -> None:
 
 
 def base_classifier(cfg, setting, progress: bool = False):
-    """The cached base classifier of a setting (``train.get_classifier``), in eval mode."""
+    """The cached base classifier of a setting (``train.get_classifier``), in eval mode. ImageNet-10 on
+    DenseNet-121 (Table 3) starts from torchvision's ImageNet-1K weights instead, the classifier rows of its
+    ten classes kept (a user checkpoint still wins)."""
+    if setting[0] == "imagenet10" and setting[1] == "densenet121" and not cfg.checkpoint:
+        return _imagenet_pretrained(cfg, setting)
     return train.get_classifier(cfg.profile, cfg=for_setting(cfg, setting), progress=progress)
+
+
+def _imagenet_pretrained(cfg, setting):
+    """DenseNet-121 with torchvision's ImageNet weights; ImageNet-1K class indices are the sorted wnids."""
+    from ..data import real
+    from ..models import build_model, load_imagenet_pretrained
+
+    check_data(cfg)
+    all_wnids = sorted(real.imagenet1k_wnids())   # torchvision's class index = the wnid's sorted position
+    rows = [all_wnids.index(w) for w in real.IMAGENET10_WNIDS]
+    model = load_imagenet_pretrained(build_model("densenet121", len(rows)), "densenet121", rows)
+    model.to(cfg.torch_device).eval()
+    acc = train._test_accuracy(model, setting[0], for_setting(cfg, setting))
+    return model, {"source": "torchvision ImageNet-1K weights", "test_accuracy": acc}
 
 
 def _loader(dataset, batch_size: int, seed: int, cfg):
@@ -211,8 +247,9 @@ def recipe(cfg, kind: str = "finetune") -> dict:
     if kind not in RECIPES:
         raise ValueError(f"unknown recipe {kind!r}; valid: {', '.join(RECIPES)}")
     if kind == "finetune":
-        return {"init": "base", "epochs": cfg.ft_epochs, "lr": cfg.ft_lr}
-    return {"init": cfg.plus_init, "epochs": cfg.plus_epochs, "lr": cfg.plus_lr}
+        return {"init": "base", "epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "milestones": None}
+    ms = None if cfg.plus_milestones is None else [int(m) for m in cfg.plus_milestones]
+    return {"init": cfg.plus_init, "epochs": cfg.plus_epochs, "lr": cfg.plus_lr, "milestones": ms}
 
 
 def run_key(cfg, setting, name: str, seed: int, base_fingerprint: str, kind: str = "finetune") -> str:
@@ -251,6 +288,7 @@ def finetune(cfg, setting, name: str, seed: int, kind: str = "finetune", progres
     """Load-or-train one model of a recipe (:func:`recipe`); returns ``(model, meta)``. ``meta["source"]``
     is ``"cache"`` or ``"trained"``; a trained run records its seconds and the loss history."""
     check_methods([name])
+    cfg = with_margins(cfg, setting)
     rec = recipe(cfg, kind)
     model, start = _start_model(cfg, setting, rec["init"], seed)
     key = run_key(cfg, setting, name, seed, start, kind)
@@ -262,12 +300,14 @@ def finetune(cfg, setting, name: str, seed: int, kind: str = "finetune", progres
     loader = train_loader(cfg, setting, name, seed)
     profiles.seed_everything(seed)
     t0 = time.perf_counter()
-    hist = train.fit(model, loader, epochs=rec["epochs"], lr=rec["lr"], weight_decay=cfg.weight_decay,
-                     device=cfg.torch_device, ckpt_path=folder / f"{key}.train.pt", amp=cfg.amp,
-                     loss_fn=objective(cfg, name, seed, len(loader)), progress=progress)
+    loss_fn = objective(cfg, name, seed, len(loader))
+    hist = train.fit(model, loader, epochs=rec["epochs"], lr=rec["lr"], weight_decay=cfg.ft_weight_decay,
+                     nesterov=cfg.nesterov, milestones=rec["milestones"], device=cfg.torch_device,
+                     ckpt_path=folder / f"{key}.train.pt", amp=cfg.amp, loss_fn=loss_fn, progress=progress)
     meta = train._save_final(model, weights, meta_path, {
         "method": name, "seed": seed, "setting": list(setting), "smoke": cfg.smoke,
-        "seconds": time.perf_counter() - t0, "history": hist["history"], **rec,
+        "seconds": time.perf_counter() - t0, "history": hist["history"], "steps": loss_fn.log,
+        "steps_per_epoch": len(loader), "skipped": loss_fn.skipped, **rec,
         **{k: cfg.values[k] for k in HYPER}})
     (folder / f"{key}.train.pt").unlink(missing_ok=True)
     (folder / f"{key}.train.pt.json").unlink(missing_ok=True)
@@ -297,18 +337,24 @@ def evaluate_model(model, cfg, setting, method: str, tag: str, seed: int, n_boot
     far), plus one ``id_accuracy`` row (dataset ``"id"``)."""
     feats = set_features(model, cfg, setting, tag)
     scores = {k: energy_id_score(v.logits) for k, v in feats.items()}
-    for k, s in scores.items():
-        if not np.isfinite(s).all():
-            raise FloatingPointError(f"{method} (seed {seed}): non-finite energy scores on {k}")
-    rows = evaluate_scores(method, scores, setting, seed, n_boot)
-    acc = metrics.accuracy(feats["id"].logits, feats["id"].labels)
+    diverged = [k for k, s in scores.items() if not np.isfinite(s).all()]
+    if diverged:   # a diverged run: its metrics are NaN and its health check says why (never a crash)
+        warnings.warn(f"{method} (seed {seed}): non-finite energy scores on {', '.join(diverged)}", RuntimeWarning,
+                      stacklevel=2)
+        rows = evaluate_scores(method, {k: np.nan_to_num(s) for k, s in scores.items()}, setting, seed, n_boot)
+        rows = [{**r, **{c: np.nan for c in r if c.startswith(("auroc", "fpr95"))}} for r in rows]
+    else:
+        rows = evaluate_scores(method, scores, setting, seed, n_boot)
+    acc = metrics.accuracy(np.nan_to_num(feats["id"].logits, nan=0.0), feats["id"].labels)
     return rows + [{"method": method, "dataset": "id", "group": "id", "id_accuracy": acc,
                     "id_dataset": setting[0], "arch": setting[1], "seed": seed}]
 
 
 def evaluate_scores(method: str, scores: dict, setting, seed: int, n_boot: int = 0) -> list[dict]:
     """``metrics.evaluate_sets`` over the setting's OOD sets, each row tagged with id_dataset, arch, seed."""
-    rows = metrics.evaluate_sets(method, scores, data.ood_sets(setting[0]), n_boot=n_boot, seed=seed)
+    average = TABLE3_AVERAGE if setting[0] == "imagenet10" else None
+    rows = metrics.evaluate_sets(method, scores, data.ood_sets(setting[0]), average_over=average, n_boot=n_boot,
+                                 seed=seed)
     return [{**r, "id_dataset": setting[0], "arch": setting[1], "seed": seed} for r in rows]
 
 
@@ -320,11 +366,17 @@ def run_methods(cfg, setting, names, kind: str = "finetune", progress: bool = Tr
     names = check_methods(names)
     base, _ = base_classifier(cfg, setting)
     rows = evaluate_model(base, cfg, setting, "base", "base", cfg.seed)
+    base_acc, base_scores = rows[-1]["id_accuracy"], _id_test_scores(base, cfg, setting, "base")
     jobs = [(n, s) for s in seeds(cfg) for n in names]
     for name, seed in tqdm(jobs, desc=f"{setting[0]} fine-tunes", disable=not progress, leave=False):
         model, meta = finetune(cfg, setting, name, seed, kind)
-        rows += [{**r, "seconds": meta.get("seconds", np.nan)}
-                 for r in evaluate_model(model, cfg, setting, name, f"greg_{meta['key']}", seed)]
+        tag = f"greg_{meta['key']}"
+        run_rows = evaluate_model(model, cfg, setting, name, tag, seed)
+        h = run_health(model, cfg, setting, f"{name} seed {seed}", meta, run_rows[-1]["id_accuracy"], base_acc,
+                       _id_test_scores(model, cfg, setting, tag), base_scores)
+        extra = {"seconds": meta.get("seconds", np.nan), "healthy": h.ok, "health": h.to_json(),
+                 "m_in": meta["m_in"], "m_aux": meta["m_aux"], "shares": json.dumps(epoch_shares(meta))}
+        rows += [{**r, **extra} for r in run_rows]
     return pd.DataFrame(rows)
 
 
@@ -332,6 +384,128 @@ def run_all(cfg, names, kind: str = "finetune", progress: bool = True) -> pd.Dat
     """:func:`run_methods` for every setting of the profile, one DataFrame."""
     check_data(cfg)
     return pd.concat([run_methods(cfg, s, names, kind, progress) for s in settings(cfg)], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------------ margins
+
+def energies(model, dataset, cfg, n: int = SCORE_SAMPLE) -> np.ndarray:
+    """``S = -LSE(f(x))`` of ``model`` on a fixed sample of ``n`` images of ``dataset`` (eval mode)."""
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=256)
+    model.eval()
+    with torch.no_grad():
+        out = [-torch.logsumexp(model(b[0].to(cfg.torch_device)).float(), 1).cpu() for b in loader]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _train_sets(cfg, setting):
+    """The ID training images a run sees (no augmentation) and the auxiliary pool, loaded once per process."""
+    return _load_train_sets(setting[0], cfg.ft_max_train, cfg.seed, cfg.profile, cfg.smoke)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_train_sets(id_dataset, max_n, seed, profile, smoke):
+    id_set = data.get_dataset(id_dataset, "train", max_n=max_n, seed=seed)
+    aux_set = data.get_dataset(data.auxiliary_set(id_dataset), "train", id_dataset=id_dataset, seed=seed)
+    return id_set, aux_set
+
+
+_MARGINS: dict = {}
+
+
+def margin_rule(cfg, setting) -> dict:
+    """:data:`MARGIN_QUANTILES` of the base model's energies on its ID training data and on the auxiliary
+    pool: ``{"m_in", "m_aux", "id_energies", "aux_energies"}`` (the energies as 5/25/50/75/95% quantiles)."""
+    base, _ = base_classifier(cfg, setting)
+    key = (cfg.profile, cfg.smoke, tuple(setting), features.model_fingerprint(base))
+    if key not in _MARGINS:
+        id_set, aux_set = _train_sets(cfg, setting)
+        s_in, s_aux = energies(base, id_set, cfg), energies(base, aux_set, cfg)
+        q = (5, 25, 50, 75, 95)
+        _MARGINS[key] = {"m_in": float(np.quantile(s_in, MARGIN_QUANTILES["m_in"])),
+                         "m_aux": float(np.quantile(s_aux, MARGIN_QUANTILES["m_aux"])),
+                         "id_energies": dict(zip(q, np.percentile(s_in, q).round(2).tolist())),
+                         "aux_energies": dict(zip(q, np.percentile(s_aux, q).round(2).tolist()))}
+    return _MARGINS[key]
+
+
+def with_margins(cfg, setting) -> profiles.Config:
+    """:func:`for_setting` with the margins set: the profile's, or :func:`margin_rule`'s where it has none."""
+    cfg = for_setting(cfg, setting)
+    if not cfg.values.get("margin_rule"):
+        return cfg
+    rule = margin_rule(cfg, setting)
+    given = {k: cfg.values[k] for k in ("m_in", "m_aux") if cfg.values[k] is not None and
+             not cfg.values.get(f"_{k}_derived")}
+    values = {**cfg.values, "m_in": rule["m_in"], "m_aux": rule["m_aux"], **given,
+              **{f"_{k}_derived": k not in given for k in ("m_in", "m_aux")}}
+    if not values["m_in"] < values["m_aux"]:
+        raise profiles.ConfigError(f"margins in the wrong order for {setting}: m_in={values['m_in']} >= "
+                                   f"m_aux={values['m_aux']}")
+    return dataclasses.replace(cfg, values=MappingProxyType(values))
+
+
+def pool_shares(model, cfg, setting) -> dict:
+    """Shares of a fixed sample of the training data inside the margins (``S > m_in`` for ID, ``S < m_aux``
+    for the auxiliary pool: the energy loss acts on them) and kept by eq. (3)'s masks (the rest)."""
+    cfg = with_margins(cfg, setting)
+    id_set, aux_set = _train_sets(cfg, setting)
+    s_in, s_aux = energies(model, id_set, cfg, CHECK_SAMPLE), energies(model, aux_set, cfg, CHECK_SAMPLE)
+    return {"in_inside": float((s_in > cfg.m_in).mean()), "aux_inside": float((s_aux < cfg.m_aux).mean()),
+            "mask_in": float((s_in <= cfg.m_in).mean()), "mask_aux": float((s_aux >= cfg.m_aux).mean())}
+
+
+def epoch_shares(meta: dict) -> list[dict]:
+    """Per epoch, the mean over its steps of the batch shares the objective logged (see ``Objective``)."""
+    steps, per = meta.get("steps") or [], meta.get("steps_per_epoch") or 0
+    if not steps or not per:
+        return []
+    keys = ("in_inside", "aux_inside", "mask_in", "mask_aux")
+    chunks = [steps[i:i + per] for i in range(0, len(steps), per)]
+    out = [{"epoch": e, **{k: float(np.mean([s[k] for s in chunk])) for k in keys}} for e, chunk in enumerate(chunks, 1)]
+    for row, chunk in zip(out, chunks):   # the gradient term's share of the loss (lambda_grad L_grad / total)
+        if all("grad" in s for s in chunk):
+            row["grad_share"] = float(np.mean([s["grad"] for s in chunk]) / max(np.mean([s["total"] for s in chunk]), 1e-12))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+#: the largest share of skipped (non-finite) steps a healthy run may have
+MAX_SKIPPED = 0.1
+
+
+def _id_test_scores(model, cfg, setting, tag: str) -> np.ndarray:
+    return energy_id_score(set_features(model, cfg, setting, tag)["id"].logits)
+
+
+def run_health(model, cfg, setting, run: str, meta: dict, accuracy: float, base_accuracy: float,
+               id_scores, base_id_scores) -> health.Health:
+    """The health of one fine-tune: ID accuracy against the base model, the energy score's spread on ID
+    test data, its separation of the run's own training ID and auxiliary data, the loss curve (every step's
+    total loss) and the share of skipped steps."""
+    id_set, aux_set = _train_sets(cfg, setting)
+    finite = bool(np.isfinite(id_scores).all())
+    checks = [health.Check("finite scores", float(finite), 1.0, finite,
+                           "energy scores finite" if finite else "non-finite energy scores (the run diverged)"),
+              health.accuracy_check(accuracy, base_accuracy), health.spread_check(id_scores, base_id_scores),
+              health.separation_check(-energies(model, id_set, cfg, CHECK_SAMPLE),
+                                      -energies(model, aux_set, cfg, CHECK_SAMPLE),
+                                      name="energy separation of the training ID / auxiliary data")]
+    losses = [s["total"] for s in meta.get("steps") or []] or [h["loss"] for h in meta.get("history", [])]
+    if losses:
+        checks.append(health.loss_check(losses))
+    n = len(meta.get("steps") or []) or 1
+    share = meta.get("skipped", 0) / n
+    checks.append(health.Check("skipped steps", share, MAX_SKIPPED, share <= MAX_SKIPPED,
+                               f"{meta.get('skipped', 0)} of {n} steps skipped (non-finite)"))
+    return health.assess(run, checks)
+
+
+def healths(rows: pd.DataFrame, id_dataset: str, methods) -> list[health.Health]:
+    """The :class:`ood_utils.health.Health` of every run of ``methods`` on ``id_dataset`` (from the rows)."""
+    sel = rows[(rows["id_dataset"] == id_dataset) & rows["method"].isin(list(methods)) & (rows["dataset"] == "id")]
+    return [health.Health.from_json(h) for h in sel.get("health", pd.Series(dtype=object)).dropna()]
 
 
 # ------------------------------------------------------------------------------------------------ post-hoc

@@ -15,6 +15,8 @@ from .report import title
 METRIC_LABEL = {"auroc": "AUROC (higher is better)", "fpr95": "FPR95 (lower is better)",
                 "id_accuracy": "ID accuracy"}
 SUMMARY_MARKERS = {"near": "o", "far": "s", "average": "D"}
+#: the objectives of the seed-by-seed panel: colours the summary panels (near / far / average) do not use
+PAIR_COLORS = (plots.COLORS[3], plots.COLORS[4], plots.COLORS[7])
 
 
 def _sns():
@@ -49,7 +51,8 @@ def method_points(rows: pd.DataFrame, ax, metric: str = "auroc", datasets=("near
                        label=f"paper, {paper_label}")
     ax.set_xlabel(f"{METRIC_LABEL.get(metric, metric)}, %")
     ax.set_ylabel("")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8,
+              title="colour / marker: OOD summary; grey lines: post-hoc bootstrap 95% intervals", title_fontsize=7)
     return ax
 
 
@@ -81,7 +84,7 @@ def grad_effect(rows: pd.DataFrame, ax, pairs: dict, metric: str = "auroc", data
         b = sel[sel["method"] == grad].sort_values("seed")
         if a.empty or b.empty:
             continue
-        color = plots.COLORS[i % len(plots.COLORS)]
+        color = PAIR_COLORS[i % len(PAIR_COLORS)]
         x0, x1 = 2 * i, 2 * i + 1
         for va, vb in zip(100 * a[metric].to_numpy(), 100 * b[metric].to_numpy()):
             ax.plot([x0, x1], [va, vb], color=color, alpha=0.5, marker="o", markersize=4)
@@ -90,6 +93,7 @@ def grad_effect(rows: pd.DataFrame, ax, pairs: dict, metric: str = "auroc", data
     ticks = [(2 * i + j, title(m, table)) for i, p in enumerate(pairs.items()) for j, m in enumerate(p)]
     ax.set_xticks([t for t, _ in ticks], [lab for _, lab in ticks], rotation=30, ha="right")
     ax.set_ylabel(f"{METRIC_LABEL.get(metric, metric)} on {dataset}-OOD, %")
+    ax.legend(title="objective (thin: one seed, thick: mean)", fontsize=8, title_fontsize=8)
     return ax
 
 

@@ -17,6 +17,7 @@ compare samplers and the gradient term with everything else equal.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .energy import PAPER_M_AUX, PAPER_M_IN, check_margins, energy_loss, energy_score
-from .regularizer import check_form, gradient_term
+from .regularizer import DEFAULT_FORM, check_form, gradient_term, needs_own_pass, regulariser_pass
 from .sampling import make_sampler
 
 #: what the score-shaping term of the loss is
@@ -69,15 +70,20 @@ def oe_loss(logits_aux: torch.Tensor) -> torch.Tensor:
 class Objective:
     """``loss_fn(model, (x_in, y_in, x_aux)) -> scalar`` for :func:`ood_utils.train.fit`.
 
-    After each call ``last`` holds the step's parts as floats (``ce``, ``score_loss``, ``grad``, ``total``,
-    ``kept_in``, ``kept_aux``; ``grad`` only when the term is on), so callers can draw Fig. 3 curves. A
-    non-finite part stops training with an error naming the part and the step (and the epoch when
-    ``steps_per_epoch`` is known).
+    After each call ``last`` holds the step's parts as floats (``ce``, ``score_loss``, ``grad``, ``total``;
+    ``grad`` only when the term is on) and the step's shares of rows: ``in_inside`` / ``aux_inside`` (ID rows
+    with ``S > m_in``, auxiliary rows with ``S < m_aux``: the energy loss acts on them) and ``mask_in`` /
+    ``mask_aux`` (the rows eq. (3)'s masks keep); ``log`` keeps every step's ``last``, for Fig. 3 curves and
+    the health checks of the run.
+
+    A step with a non-finite part is SKIPPED instead of stopping the run: the objective returns a zero that
+    depends on every weight (so the step's gradient is zero; an SGD step still applies momentum and weight
+    decay), warns once, and counts it in ``skipped``.
     """
 
     def __init__(self, method: str = "greg", *, lambda_s: float = DEFAULTS["lambda_s"],
                  lambda_grad: float = DEFAULTS["lambda_grad"], lambda_oe: float = DEFAULTS["lambda_oe"],
-                 m_in: float = DEFAULTS["m_in"], m_aux: float = DEFAULTS["m_aux"], form: str = "paper",
+                 m_in: float = DEFAULTS["m_in"], m_aux: float = DEFAULTS["m_aux"], form: str = DEFAULT_FORM,
                  sampler: str | None = None, n_clusters: int | None = None, n_init: int = 3, seed: int = 0,
                  steps_per_epoch: int | None = None):
         self.method = get_method(method)
@@ -93,7 +99,9 @@ class Objective:
                                     n_init=n_init)
         self.steps_per_epoch = steps_per_epoch
         self.step = 0
+        self.skipped = 0
         self.last: dict[str, float] = {}
+        self.log: list[dict] = []
 
     def __repr__(self) -> str:
         return (f"Objective({self.name!r}: {self.method.title}; lambda_s={self.lambda_s}, lambda_grad="
@@ -107,7 +115,8 @@ class Objective:
             x_aux = x_aux[self.sampler(model, x_aux, x_in).to(x_aux.device)]
         n_in = len(x_in)
         x = torch.cat([x_in, x_aux])
-        if self.method.grad:
+        own_pass = self.method.grad and needs_own_pass(model, x.device.type)
+        if self.method.grad and not own_pass:   # rows independent and full precision: share the forward pass
             x = x.detach().requires_grad_(True)
         logits = model(x)
         ce = F.cross_entropy(logits[:n_in], y_in)
@@ -118,25 +127,37 @@ class Objective:
             score_loss = self.lambda_oe * oe_loss(logits[n_in:].float())
         parts = {"ce": ce, "score_loss": score_loss}
         if self.method.grad:
-            parts["grad"] = self.lambda_grad * gradient_term(x, s, n_in, self.m_in, self.m_aux, self.form)
+            # eq. (3) needs each row's own gradient in float32: a second pass with frozen BatchNorm and no
+            # autocast when the training pass couples rows or runs in reduced precision
+            xg, sg = regulariser_pass(model, x) if own_pass else (x, s)
+            parts["grad"] = self.lambda_grad * gradient_term(xg, sg, n_in, self.m_in, self.m_aux, self.form)
         total = sum(parts.values())
-        self._check_finite(parts)
         sd = s.detach()
         self.last = {**{k: v.item() for k, v in parts.items()}, "total": total.item(),
-                     "kept_in": int((sd[:n_in] <= self.m_in).sum()), "kept_aux": int((sd[n_in:] >= self.m_aux).sum())}
+                     "in_inside": (sd[:n_in] > self.m_in).float().mean().item(),
+                     "aux_inside": (sd[n_in:] < self.m_aux).float().mean().item(),
+                     "mask_in": (sd[:n_in] <= self.m_in).float().mean().item(),
+                     "mask_aux": (sd[n_in:] >= self.m_aux).float().mean().item(), "skipped": False}
+        if not torch.isfinite(total):
+            total = self._skip(model, parts)
+        self.log.append(self.last)
         return total
 
-    def _check_finite(self, parts: dict) -> None:
-        bad = [k for k, v in parts.items() if not torch.isfinite(v)]
-        if not bad:
-            return
-        where = f"step {self.step}"
-        if self.steps_per_epoch:
-            epoch, step = divmod(self.step - 1, self.steps_per_epoch)
-            where = f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}"
-        raise FloatingPointError(f"{self.name}: non-finite {', '.join(bad)} "
-                                 f"({', '.join(f'{k}={v.item():.4g}' for k, v in parts.items())}) at {where}; "
-                                 "lower the learning rate or lambda_grad, or check the inputs")
+    def _skip(self, model: nn.Module, parts: dict) -> torch.Tensor:
+        """A zero loss with a zero gradient for every weight, and a warning naming the part and the step."""
+        self.skipped += 1
+        self.last["skipped"] = True
+        if self.skipped == 1:
+            bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+            where = f"step {self.step}"
+            if self.steps_per_epoch:
+                epoch, step = divmod(self.step - 1, self.steps_per_epoch)
+                where = f"epoch {epoch + 1}, step {step + 1} of {self.steps_per_epoch}"
+            warnings.warn(f"{self.name}: non-finite {', '.join(bad)} "
+                          f"({', '.join(f'{k}={v.item():.4g}' for k, v in parts.items())}) at {where}: step "
+                          "skipped (later skips are counted, not reported); if it recurs, lower the learning "
+                          "rate or lambda_grad, or check the inputs", RuntimeWarning, stacklevel=3)
+        return sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
 
 
 def make_objective(method: str = "greg", **kw) -> Objective:

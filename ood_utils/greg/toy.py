@@ -101,7 +101,9 @@ def train_toy(data: ToyData, *, lambda_grad: float, m_in: float, m_aux: float, s
     torch.manual_seed(seed)
     model = ToyMLP(hidden)
     method = "greg" if lambda_grad > 0 else "energy"
-    objective = Objective(method, lambda_s=lambda_s, lambda_grad=max(lambda_grad, 0.0), m_in=m_in, m_aux=m_aux)
+    # the printed form of eq. (3): the toy (Fig. 1a) is not in the public code, and trains full-batch
+    objective = Objective(method, lambda_s=lambda_s, lambda_grad=max(lambda_grad, 0.0), m_in=m_in, m_aux=m_aux,
+                          form="printed")
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     batch = (data.x_in, data.y_in, data.x_aux)

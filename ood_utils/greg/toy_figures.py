@@ -25,10 +25,15 @@ def plot_data(ax, data: ToyData, title: str = "the toy: ID, auxiliary and held-o
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, markerscale=2)
 
 
-def plot_surface(ax, grid, gamma: float, title: str) -> None:
-    """The score manifold S(x) over the plane and the grey threshold plane S = gamma (Fig. 1a)."""
+def plot_surface(ax, grid, gamma: float, title: str, zlim: tuple[float, float] | None = None) -> None:
+    """The score manifold S(x) over the plane and the grey threshold plane S = gamma (Fig. 1a). ``zlim``
+    shares the z axis (and the colour scale) between panels, so steepness compares across them."""
     X, Y, S = grid
-    ax.plot_surface(X, Y, S, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9, rstride=2, cstride=2)
+    vmin, vmax = zlim if zlim is not None else (None, None)
+    ax.plot_surface(X, Y, S, cmap="viridis", linewidth=0, antialiased=True, alpha=0.9, rstride=2, cstride=2,
+                    vmin=vmin, vmax=vmax)
+    if zlim is not None:
+        ax.set_zlim(*zlim)
     ax.plot_surface(X, Y, np.full_like(S, gamma), color="0.5", alpha=0.35, linewidth=0)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
@@ -49,7 +54,7 @@ def gradient_field(model, lim: float = 9.5, n: int = 21) -> tuple[np.ndarray, ..
 
 
 def plot_contour(ax, grid, gamma: float, title: str, model=None, data: ToyData | None = None,
-                 levels: int = 30, vmin=None, vmax=None):
+                 levels: int = 30, vmin=None, vmax=None, fig=None):
     """Filled contours of S, the threshold line S = gamma (black), and the direction of -grad S (arrows,
     coloured by ||grad S||): where arrows are dark the score is flat and a perturbation changes little."""
     X, Y, S = grid
@@ -61,7 +66,9 @@ def plot_contour(ax, grid, gamma: float, title: str, model=None, data: ToyData |
     if model is not None:
         gx, gy, u, v, norm = gradient_field(model)
         scale = np.maximum(norm, 1e-12)
-        ax.quiver(gx, gy, -u / scale, -v / scale, np.log10(scale), cmap="magma", scale=35, width=0.004)
+        arrows = ax.quiver(gx, gy, -u / scale, -v / scale, np.log10(scale), cmap="magma", scale=35, width=0.004)
+        if fig is not None:
+            fig.colorbar(arrows, ax=ax, shrink=0.8, pad=0.02, label=r"arrows: $\log_{10}\|\nabla_x S\|$")
     ax.set_aspect("equal")
     ax.set_title(title)
     return cs
@@ -86,6 +93,17 @@ def plot_radii(ax, centers: torch.Tensor, radii: torch.Tensor, color: str) -> No
             ax.add_patch(Circle(tuple(c), float(r), fill=False, color=color, lw=1.0))
         else:
             ax.plot(*c, marker="x", color=color, ms=4)
+
+
+def radii_legend(ax, items) -> None:
+    """Legend of :func:`plot_radii`: ``items`` = (label, colour) per point set; crosses = radius 0."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", markersize=9, markerfacecolor="none", color=c, linestyle="none",
+                      label=f"{label}: certified ball") for label, c in items]
+    handles.append(Line2D([], [], marker="x", color="0.3", linestyle="none", label="radius 0 (wrong side of gamma)"))
+    handles.append(Line2D([], [], color="k", linewidth=1.6, label=r"threshold $S = \gamma$"))
+    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
 
 
 def plot_fig3(axes, runs: dict) -> None:
