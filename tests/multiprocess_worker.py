@@ -6,7 +6,7 @@ Diffusion pipeline through ``sd.generate``.
 
 Steps: ``sd`` (6 outlier images of the tiny pipeline in OUT_DIR/sd_images, pipeline in OUT_DIR/tiny_sd),
 ``ce`` (plain cross-entropy, 3 epochs, checkpoint OUT_DIR/ce.pt), ``greg`` (energy + gradient regulariser,
-eq. 3), ``greg_public_code`` (the same with eq. 3 as the authors' code computes it), ``bood`` (eq. 7 with
+eq. 3 as printed), ``greg_public_code`` (the same with eq. 3 as the authors' code computes it), ``bood`` (eq. 7 with
 outliers), ``bood_ce`` (BOOD's classifier without outliers: phi unused),
 ``greg_bn`` (GReg on a small network with BatchNorm). Each process saves its final weights as
 OUT_DIR/<step>_rank<r>.pt, what ``fit`` returned as OUT_DIR/<step>_rank<r>.json and its generation report
@@ -97,7 +97,7 @@ def train_step(name: str, out: Path, kill_at: int | None = None) -> tuple[nn.Mod
         model = TinyBN() if name == "greg_bn" else build_model("mnist_cnn", 10)
         loader = objectives.IDAuxLoader(_loader(TensorDataset(x, y), 16, 0, drop_last=True),
                                         _loader(TensorDataset(noise_images(64)), 32, 1, drop_last=True))
-        form = {"form": "public_code"} if name == "greg_public_code" else {}
+        form = {"form": "public_code" if name == "greg_public_code" else "printed"}
         run = fit(model, loader, epochs=2, lr=0.02, ckpt_path=out / f"{name}.pt",
             loss_fn=objectives.make_objective("greg", m_in=-5.0, m_aux=-3.0, lambda_grad=10.0, **form), **common)
     elif name in ("bood", "bood_ce"):
