@@ -241,9 +241,10 @@ table the plot reproduces (in `mini`, on the MNIST analogue of the paper's bench
 no counterpart in the papers. After a run, `runs/<profile>/html/index.html` links each notebook's rendering
 to the figures it wrote.
 
-To declare what a new figure mirrors, add a comment to the call
-(`plots.savefig(fig, "greg_energy_surface", cfg.profile)  # mirrors: GReg Fig. 1a`), or name it
-`<paper>_fig<N>_<topic>` / `<paper>_table<N>_<topic>`, or name the paper's element in parentheses in the
+Every file is named `NN_<topic>` after the notebook that writes it (a test checks it). To declare what a new
+figure mirrors, add a comment to the call
+(`plots.savefig(fig, "10_greg_energy_surface", cfg.profile)  # mirrors: GReg Fig. 1a`), or name it
+`NN_<paper>_fig<N>_<topic>` / `NN_<paper>_table<N>_<topic>`, or name the paper's element in parentheses in the
 heading of the notebook section that draws it (`## 4 · Walking across the boundary (Fig. 2)`).
 """
 

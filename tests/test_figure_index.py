@@ -26,6 +26,11 @@ def test_readme_lists_every_figure_of_the_notebooks():
         "figures/README.md is stale: run `python -m ood_utils.figure_index --write figures/README.md`")
 
 
+def test_every_figure_is_named_after_its_notebook():
+    wrong = [f"{f.notebook}: {f.name}" for f in fi.misnamed(fi.collect())]
+    assert not wrong, f"figures not named NN_<topic> after the notebook that writes them: {wrong}"
+
+
 def test_call_sites_names_conditions_and_mirrors(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
