@@ -545,9 +545,9 @@ def sweep_claim(paper: str, text: str, runs: Mapping, paper_value, *, higher_is_
 #: what a claim comes to once its kind and diagnosis are read (notebook 90 groups by these)
 OUTCOMES = ("reproduced", "not reproduced: tie within noise", "not reproduced: opposite effect",
             "untestable here", "undetermined: training failed")
-#: an outcome's colour: the colour of the verdict it comes from, sky blue for "untestable here"
+#: an outcome's colour: the colour of the verdict it comes from, reddish purple for "untestable here"
 OUTCOME_COLORS = dict(zip(OUTCOMES, (VERDICT_COLORS["agrees"], VERDICT_COLORS["tie within noise"],
-                                     VERDICT_COLORS["disagrees"], "#56B4E9", VERDICT_COLORS["undetermined"])))
+                                     VERDICT_COLORS["disagrees"], "#CC79A7", VERDICT_COLORS["undetermined"])))
 
 
 def outcome(verdict: str, kind: str = "improvement", diagnosis: str = "") -> str:

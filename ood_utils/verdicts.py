@@ -23,13 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import metrics
+from . import metrics, plots
 
 #: what a claim of a paper can come to, measured with the run's uncertainty
 VERDICTS = ("agrees", "tie within noise", "disagrees", "undetermined")
-#: one colour per verdict, wherever the kit draws or tints one (Okabe-Ito: green, grey, vermillion, purple)
-VERDICT_COLORS = {"agrees": "#009E73", "tie within noise": "#999999", "disagrees": "#D55E00",
-                  "undetermined": "#CC79A7"}
+#: one colour per verdict, wherever the kit draws or tints one: the kit's palette (:data:`plots.PALETTE`)
+VERDICT_COLORS = {v: plots.color("verdict", v) for v in VERDICTS}
 #: metrics where a lower value is better (the effect's sign flips)
 LOWER_IS_BETTER = frozenset({"fpr95"})
 

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from matplotlib.patches import Circle
 
+from .. import plots
 from .energy import energy_score
 from .toy import ToyData
 
-METHOD_COLORS = {"energy": "#d95f02", "greg": "#1b9e77"}
+METHOD_COLORS = {"energy": plots.color("method", "energy loss"), "greg": plots.color("method", "greg")}
 METHOD_LABELS = {"energy": "Energy loss", "greg": "Energy loss + GReg"}
 CLASS_COLORS = ("#1f77b4", "#9467bd", "#17becf")
 

@@ -17,7 +17,7 @@ from .factors import factor_label
 FAMILY_COLORS = {"probability": "#009E73", "logit": "#0072B2", "feature": "#E69F00", "multiple": "#D55E00"}
 
 
-GROUP_COLORS = {"ID": "#000000", "near": "#D55E00", "far": "#0072B2"}
+GROUP_COLORS = {g: plots.color("group", g) for g in ("ID", "near", "far")}   # the kit's palette
 
 
 FIT_ON_TITLES = {"raw": "S fitted on raw z (as inside MME)", "truncated": "S fitted on g(z_train)"}
