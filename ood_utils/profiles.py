@@ -51,7 +51,9 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "bood": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
         "arch":           {"mini": "mnist_cnn", "quick": "resnet34", "paper": "resnet34"},  # OOD classifier
-        "batch_size":     {"mini": 128, "quick": 128, "paper": 160},      # Sec. 4: "a batch size of 160"
+        "batch_size":     {"mini": 128, "quick": 160, "paper": 160},      # Sec. 4: "a batch size of 160"
+        # the latent encoder of eq. (2): DreamOOD's public code trains it with batches of 256
+        "latent_batch_size": {"mini": 128, "quick": 256, "paper": 256},
         "latent_arch":    {"mini": "mnist_cnn", "quick": "resnet34_768", "paper": "resnet34_768"},
         "latent_epochs":  {"mini": 8, "quick": 50, "paper": 200},
         "temperature":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},       # eq. (2); DreamOOD's code: 0.1
@@ -146,6 +148,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "toy_seeds": (int,),
     # bood
     "id_datasets": (list, tuple, type(None)), "latent_arch": (str,), "latent_epochs": (int,),
+    "latent_batch_size": (int,),
     "temperature": (float, int), "sd_weights": (str, type(None)), "step_size": (float, int),
     "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
     "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
