@@ -90,6 +90,8 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "ft_weight_decay": {"mini": 5e-4, "quick": 1e-4, "paper": 1e-4},  # public code: SGD wd 1e-4
         "nesterov":       {"mini": True, "quick": True, "paper": True},   # public code: SGD Nesterov, momentum 0.9
         "ft_batch_size":  {"mini": 32, "quick": 64, "paper": 64},         # ID images per step
+        # GReg+ (Table 5, Table 3): the public code's ID batch, 32 for DenseNet (64 for ResNet-18, quick's network)
+        "plus_batch_size": {"mini": 32, "quick": 64, "paper": 32},
         "ft_max_train":   {"mini": 384, "quick": 10000, "paper": None},   # ID images per fine-tuning epoch
         "ft_eval_max":    {"mini": 300, "quick": 2000, "paper": 10000},   # images per OOD test set
         "aux_per_id":     {"mini": 2, "quick": 2, "paper": 2},            # outliers per ID image in a step
@@ -133,6 +135,7 @@ SMOKE_CAPS: dict[str, Any] = {
     "ft_max_train": 64,
     "ft_eval_max": 64,
     "ft_batch_size": 16,
+    "plus_batch_size": 16,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -157,8 +160,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "sd_guidance": (float, int), "sd_size": (int,), "sd_batch": (int,),
     # greg experiments (notebooks 11-12)
     "archs": (list, tuple, type(None)), "ft_epochs": (int,), "ft_lr": (float, int), "ft_batch_size": (int,),
-    "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)), "aux_per_id": (int,),
-    "plus_init": (str,), "plus_epochs": (int,), "plus_lr": (float, int),
+    "plus_batch_size": (int,), "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)),
+    "aux_per_id": (int,), "plus_init": (str,), "plus_epochs": (int,), "plus_lr": (float, int),
 }
 
 
