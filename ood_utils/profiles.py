@@ -51,7 +51,9 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "bood": {
         "id_datasets":    {"mini": None, "quick": None, "paper": None},   # mini: mnist5k + mnist6
         "arch":           {"mini": "mnist_cnn", "quick": "resnet34", "paper": "resnet34"},  # OOD classifier
-        "batch_size":     {"mini": 128, "quick": 128, "paper": 160},      # Sec. 4: "a batch size of 160"
+        "batch_size":     {"mini": 128, "quick": 160, "paper": 160},      # Sec. 4: "a batch size of 160"
+        # the latent encoder of eq. (2): DreamOOD's public code trains it with batches of 256
+        "latent_batch_size": {"mini": 128, "quick": 256, "paper": 256},
         "latent_arch":    {"mini": "mnist_cnn", "quick": "resnet34_768", "paper": "resnet34_768"},
         "latent_epochs":  {"mini": 8, "quick": 50, "paper": 200},
         "temperature":    {"mini": 1.0, "quick": 1.0, "paper": 1.0},       # eq. (2); DreamOOD's code: 0.1
@@ -88,6 +90,8 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "ft_weight_decay": {"mini": 5e-4, "quick": 1e-4, "paper": 1e-4},  # public code: SGD wd 1e-4
         "nesterov":       {"mini": True, "quick": True, "paper": True},   # public code: SGD Nesterov, momentum 0.9
         "ft_batch_size":  {"mini": 32, "quick": 64, "paper": 64},         # ID images per step
+        # GReg+ (Table 5, Table 3): the public code's ID batch, 32 for DenseNet (64 for ResNet-18, quick's network)
+        "plus_batch_size": {"mini": 32, "quick": 64, "paper": 32},
         "ft_max_train":   {"mini": 384, "quick": 10000, "paper": None},   # ID images per fine-tuning epoch
         "ft_eval_max":    {"mini": 300, "quick": 2000, "paper": 10000},   # images per OOD test set
         "aux_per_id":     {"mini": 2, "quick": 2, "paper": 2},            # outliers per ID image in a step
@@ -131,6 +135,7 @@ SMOKE_CAPS: dict[str, Any] = {
     "ft_max_train": 64,
     "ft_eval_max": 64,
     "ft_batch_size": 16,
+    "plus_batch_size": 16,
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -146,6 +151,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "toy_seeds": (int,),
     # bood
     "id_datasets": (list, tuple, type(None)), "latent_arch": (str,), "latent_epochs": (int,),
+    "latent_batch_size": (int,),
     "temperature": (float, int), "sd_weights": (str, type(None)), "step_size": (float, int),
     "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
     "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
@@ -154,8 +160,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "sd_guidance": (float, int), "sd_size": (int,), "sd_batch": (int,),
     # greg experiments (notebooks 11-12)
     "archs": (list, tuple, type(None)), "ft_epochs": (int,), "ft_lr": (float, int), "ft_batch_size": (int,),
-    "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)), "aux_per_id": (int,),
-    "plus_init": (str,), "plus_epochs": (int,), "plus_lr": (float, int),
+    "plus_batch_size": (int,), "ft_max_train": (int, type(None)), "ft_eval_max": (int, type(None)),
+    "aux_per_id": (int,), "plus_init": (str,), "plus_epochs": (int,), "plus_lr": (float, int),
 }
 
 

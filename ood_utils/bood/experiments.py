@@ -31,7 +31,7 @@ SWEEPS = {"mini": {"step_size": (0.005, 0.015, 0.05), "extra_steps": (0, 2, 5), 
                    "reg_weight": (0.5, 2.5, 5.0), "max_steps": (5, 100)},
           "paper": {"step_size": (0.005, 0.01, 0.015, 0.02, 0.03), "extra_steps": (0, 1, 2, 3, 4, 5),
                     "boundary_ratio": (2.5, 5.0, 10.0, 20.0), "reg_weight": (0.5, 1.0, 2.5, 5.0),
-                    "max_steps": (25, 50, 100, 200)}}
+                    "max_steps": (5, 50, 100, 200, 400)}}   # Sec. 4.3: K in {5, 50, 100, 200, 400}
 SWEEPS["quick"] = SWEEPS["mini"]
 #: the values the paper reports as best (Sec. 4.1 and 4.3.2; beta for CIFAR-100): each sweep's claim is
 #: declared before the run as "the paper's value beats each other value tried"
@@ -127,7 +127,8 @@ def get_anchors(cfg, dataset: str) -> Anchors:
 def latent_space(cfg, dataset: str, *, temperature: float | None = None, progress: bool = True) -> LatentSpace:
     """Anchors, the trained encoder of eq. (2) and its features (train and test split), all cached."""
     t = float(temperature if temperature is not None else cfg.temperature)
-    dcfg = regularize.smoke_batch(with_values(cfg, id_dataset=dataset))
+    # the encoder trains with its own batch (DreamOOD's 256), not the OOD classifier's
+    dcfg = regularize.smoke_batch(with_values(cfg, id_dataset=dataset, batch_size=cfg.latent_batch_size))
     anchors = get_anchors(cfg, dataset)
     encoder, info = train_latent_encoder(dcfg, dataset, anchors, arch=cfg.latent_arch, temperature=t,
                                          epochs=cfg.latent_epochs, progress=progress)

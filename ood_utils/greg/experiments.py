@@ -115,6 +115,9 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
     if experiment not in RECIPES:
         raise profiles.ConfigError(f"unknown experiment {experiment!r}; valid: {', '.join(RECIPES)}")
     cfg = profiles.resolve(profile, "greg", **params)
+    if experiment == "sampling" and "ft_batch_size" not in cfg.overridden:
+        # GReg+ runs with its own ID batch (the public code's 32 for DenseNet); ft_batch_size is what a step reads
+        cfg = dataclasses.replace(cfg, values=MappingProxyType({**cfg.values, "ft_batch_size": cfg.plus_batch_size}))
     ids = tuple(cfg.id_datasets) if cfg.id_datasets else ID_DATASETS[experiment][cfg.profile]
     if cfg.archs:
         archs = tuple(cfg.archs)
@@ -137,7 +140,7 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
     if cfg.m_in is not None and cfg.m_aux is not None and not cfg.m_in < cfg.m_aux:
         raise profiles.ConfigError(f"margins in the wrong order: m_in={cfg.m_in} must be below m_aux={cfg.m_aux} "
                                    "(ID energies are pushed below m_in, outliers above m_aux)")
-    for key in ("ft_epochs", "plus_epochs", "ft_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
+    for key in ("ft_epochs", "plus_epochs", "ft_batch_size", "plus_batch_size", "aux_per_id", "pool_factor", "n_seeds"):
         if cfg.values[key] < 1:
             raise profiles.ConfigError(f"{key} must be >= 1, got {cfg.values[key]}")
     if cfg.pool_factor < cfg.aux_per_id:
@@ -196,9 +199,14 @@ def base_classifier(cfg, setting, progress: bool = False):
     """The cached base classifier of a setting (``train.get_classifier``), in eval mode. ImageNet-10 on
     DenseNet-121 (Table 3) starts from torchvision's ImageNet-1K weights instead, the classifier rows of its
     ten classes kept (a user checkpoint still wins)."""
-    if setting[0] == "imagenet10" and setting[1] == "densenet121" and not cfg.checkpoint:
+    if starts_from_imagenet_weights(cfg, setting):
         return _imagenet_pretrained(cfg, setting)
     return train.get_classifier(cfg.profile, cfg=for_setting(cfg, setting), progress=progress)
+
+
+def starts_from_imagenet_weights(cfg, setting) -> bool:
+    """True where the base classifier is torchvision's ImageNet DenseNet-121 (ImageNet-10, no user checkpoint)."""
+    return setting[0] == "imagenet10" and setting[1] == "densenet121" and not cfg.checkpoint
 
 
 def _imagenet_pretrained(cfg, setting):

@@ -36,14 +36,16 @@ def _paper_value(dataset: str, key: str):
 
 
 def _phi_layers(dataset: str):
-    """The number of linear layers of phi as the kit builds it for ``dataset``."""
+    """The layers of units of phi as the kit builds it for ``dataset``, counted as VOS counts its "3-layer
+    MLP": input, hidden and output layers (1 -> 512 -> 2 is three; the Linear(1, 2) of DreamOOD's CIFAR code
+    is two). A network of n linear maps in a chain has n + 1 layers of units."""
     def read(cfg):
         import torch.nn as nn
 
         from ..bood import experiments, regularize
 
         phi = regularize.build_phi(experiments.paper_values(cfg, dataset)["phi_hidden"])
-        return sum(isinstance(m, nn.Linear) for m in phi.modules())
+        return sum(isinstance(m, nn.Linear) for m in phi.modules()) + 1
     return read
 
 
@@ -136,8 +138,9 @@ TABLE1 = Card("bood_table1", PAPER, "Table 1 (CIFAR-100)", ("32",), _context(), 
     Field("id_dataset", "cifar100", SEC41, lambda c: _ids(c)[0]),
     Field("averaged", CIFAR_OOD, f"{SEC41}; BOOD Table 1 (Average)", _table_sets("cifar100", 1)),
     Field("reg_weight", 2.5, f"{SEC41} (beta, CIFAR-100)", _paper_value("cifar100", "reg_weight")),
-    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS)", _phi_layers("cifar100"),
-          "DreamOOD's CIFAR code uses Linear(1, 2); the card follows BOOD's text."),
+    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS: layers of units 1, 512, 2)",
+          _phi_layers("cifar100"), "DreamOOD's CIFAR code uses Linear(1, 2) (two layers of units); the card "
+          "follows BOOD's text, Linear(1, 512)-ReLU-Linear(512, 2)."),
     Field("eval_per_set", 2000, f"{DREAM} (up to 2,000 OOD images per set)",
           lambda c: "all" if c.max_eval is None else c.max_eval),
     Field("seeds", 3, "not stated by BOOD: the kit's three", lambda c: c.n_seeds),
@@ -147,8 +150,8 @@ TABLE2 = Card("bood_table2", PAPER, "Table 2 (ImageNet-100)", ("32",), _context(
     Field("id_dataset", "imagenet100", SEC41, lambda c: _ids(c)[0]),
     Field("averaged", IMAGENET_OOD, f"{SEC41} (following MOS); BOOD Table 2", _table_sets("imagenet100", 2)),
     Field("reg_weight", 1.0, f"{SEC41} (beta, ImageNet-100)", _paper_value("imagenet100", "reg_weight")),
-    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS)", _phi_layers("imagenet100"),
-          "DreamOOD's ImageNet-100 code uses Linear(1, 512)-ReLU-Linear(512, 2); the card follows BOOD's text."),
+    Field("phi_layers", 3, "BOOD Sec. 3.3 (a 3-layer MLP as in VOS: layers of units 1, 512, 2); DreamOOD's "
+          "ImageNet-100 code: the same Linear(1, 512)-ReLU-Linear(512, 2)", _phi_layers("imagenet100")),
     *_training), selector={"id_datasets": ["imagenet100"]}, profiles=("paper",))
 
 SWEEPS = Card("bood_figs_5_6", PAPER, "Figs. 5-6 (alpha, c, r, beta, K)", ("32",), _context(), (

@@ -26,19 +26,22 @@ def _context(experiment: str, **params):
     return context
 
 
-def _train(kind: str, key: str, hard_coded):
-    """What a run of ``kind`` trains with: ``experiments.recipe`` when it names ``key``, else the profile's
-    ``<prefix>_<key>``, else what the training loop hard-codes today (``train.fit``: SGD, momentum 0.9, no
-    Nesterov, per-step cosine)."""
-    prefix = "ft" if kind == "finetune" else "plus"
-
+def _train(kind: str, key: str):
+    """What a run of ``kind`` ("finetune" or "sampling") trains with, read where the training loop reads it:
+    ``experiments.recipe`` (init, epochs, lr, milestones; the schedule is a step decay where it lists
+    milestones, else per-step cosine), the profile's ``nesterov`` / ``ft_weight_decay``, and ``train.fit``'s
+    SGD with momentum 0.9 (the only optimiser it builds)."""
     def read(cfg):
         from ..greg import experiments
 
         rec = experiments.recipe(cfg, kind)
+        if key == "init" and rec["init"] == "base" and all(
+                experiments.starts_from_imagenet_weights(cfg, s) for s in experiments.settings(cfg)):
+            return "imagenet"
         if key in rec:
             return rec[key]
-        return cfg.values.get(f"{prefix}_{key}", hard_coded(cfg) if callable(hard_coded) else hard_coded)
+        return {"schedule": "step" if rec["milestones"] else "cosine", "optimizer": "sgd", "momentum": 0.9,
+                "nesterov": cfg.nesterov, "weight_decay": cfg.ft_weight_decay}[key]
     return read
 
 
@@ -47,8 +50,7 @@ def _averaged(cfg):
     from ..greg import experiments
 
     name = cfg.id_datasets[0]
-    chosen = getattr(experiments, "AVERAGED_SETS", {}).get(name)
-    return tuple(chosen) if chosen else tuple(data.ood_sets(name))
+    return tuple(experiments.TABLE3_AVERAGE) if name == "imagenet10" else tuple(data.ood_sets(name))
 
 
 _common_loss = (
@@ -81,17 +83,16 @@ FINETUNE = Card(
         Field("averaged", CIFAR_OOD, "GReg Tables 1-2 (Average column: all six)", _averaged),
         Field("eval_per_set", 10000, "GReg Sec. 5 (10,000 random samples per OOD set, following DICE)",
               lambda c: c.ft_eval_max),
-        Field("init", "base", f"{SEC5}: a pre-trained model of each architecture",
-              _train("finetune", "init", "base")),
-        Field("epochs", 20, SEC5, lambda c: c.ft_epochs),
-        Field("optimizer", "sgd", SEC5, _train("finetune", "optimizer", "sgd")),
-        Field("momentum", 0.9, f"{CODE} (GReg without sampling)", _train("finetune", "momentum", 0.9)),
-        Field("nesterov", True, f"{CODE} (GReg without sampling)", _train("finetune", "nesterov", False)),
-        Field("schedule", "cosine", SEC5, _train("finetune", "schedule", "cosine")),
+        Field("init", "base", f"{SEC5}: a pre-trained model of each architecture", _train("finetune", "init")),
+        Field("epochs", 20, SEC5, _train("finetune", "epochs")),
+        Field("optimizer", "sgd", SEC5, _train("finetune", "optimizer")),
+        Field("momentum", 0.9, f"{CODE} (GReg without sampling)", _train("finetune", "momentum")),
+        Field("nesterov", True, f"{CODE} (GReg without sampling)", _train("finetune", "nesterov")),
+        Field("schedule", "cosine", SEC5, _train("finetune", "schedule")),
         Field("lr", 0.01, "not stated in the paper or the notes: the kit's choice for fine-tuning",
-              lambda c: c.ft_lr),
+              _train("finetune", "lr")),
         Field("weight_decay", 1e-4, f"{CODE} (GReg without sampling)",
-              _train("finetune", "weight_decay", lambda c: c.weight_decay)),
+              _train("finetune", "weight_decay")),
         Field("id_batch", 64, f"{CODE} (B = 64 ID + 128 auxiliary)", lambda c: c.ft_batch_size),
         Field("aux_batch", 128, "GReg Sec. 5, Sampling Details (2 n_ID auxiliary per step); code",
               lambda c: c.aux_per_id * c.ft_batch_size),
@@ -108,18 +109,18 @@ PLUS = Card(
               lambda c: data.auxiliary_set(c.id_datasets[0])),
         Field("averaged", CIFAR_OOD, "GReg Table 5 (averaged over the six CIFAR OOD sets)", _averaged),
         Field("eval_per_set", 10000, "GReg Sec. 5", lambda c: c.ft_eval_max),
-        Field("init", "scratch", SEC5, lambda c: c.plus_init),
-        Field("epochs", 60, f"{SEC5} (50 at lr 0.1, then 10 at 0.01)", lambda c: c.plus_epochs),
-        Field("lr", 0.1, SEC5, lambda c: c.plus_lr),
+        Field("init", "scratch", SEC5, _train("sampling", "init")),
+        Field("epochs", 60, f"{SEC5} (50 at lr 0.1, then 10 at 0.01)", _train("sampling", "epochs")),
+        Field("lr", 0.1, SEC5, _train("sampling", "lr")),
         Field("schedule", "step", f"{SEC5}; {CODE} (drop x0.1 at epoch 50)",
-              _train("sampling", "schedule", "cosine")),
-        Field("milestones", (50,), f"{SEC5}; {CODE}", _train("sampling", "milestones", ())),
-        Field("optimizer", "sgd", f"{SEC5} ('the same optimizer')", _train("sampling", "optimizer", "sgd"),
+              _train("sampling", "schedule")),
+        Field("milestones", (50,), f"{SEC5}; {CODE}", _train("sampling", "milestones")),
+        Field("optimizer", "sgd", f"{SEC5} ('the same optimizer')", _train("sampling", "optimizer"),
               "The repository's HEAD trains this path with Adam(lr 0.1), a change made after the scripts that "
               "produced the tables; the card follows the paper's SGD."),
-        Field("momentum", 0.9, CODE, _train("sampling", "momentum", 0.9)),
-        Field("nesterov", True, CODE, _train("sampling", "nesterov", False)),
-        Field("weight_decay", 1e-4, CODE, _train("sampling", "weight_decay", lambda c: c.weight_decay)),
+        Field("momentum", 0.9, CODE, _train("sampling", "momentum")),
+        Field("nesterov", True, CODE, _train("sampling", "nesterov")),
+        Field("weight_decay", 1e-4, CODE, _train("sampling", "weight_decay")),
         Field("id_batch", 32, f"{CODE} (ID batch 32 for DenseNet)", lambda c: c.ft_batch_size),
         Field("outliers_per_step", "2 x ID batch", "GReg Sec. 5, Sampling Details",
               lambda c: f"{c.aux_per_id} x ID batch"),
@@ -138,19 +139,19 @@ IMAGENET = Card(
               lambda c: data.auxiliary_set(c.id_datasets[0])),
         Field("archs", ("densenet121",), "GReg Sec. 5 (DenseNet-121)", lambda c: tuple(c.archs)),
         Field("init", "imagenet", "GReg Sec. 5 (fine-tuning only, a pre-trained DenseNet-121: torchvision's "
-              "ImageNet weights)", lambda c: c.values.get("imagenet_init", c.plus_init)),
+              "ImageNet weights)", _train("sampling", "init")),
         Field("averaged", IMAGENET_OOD, "GReg Table 3 (Average of iNaturalist, SUN, Places, Textures)", _averaged),
         Field("eval_per_set", 10000, "GReg Sec. 5", lambda c: c.ft_eval_max),
         Field("aux_per_epoch", 600000, "GReg Sec. 5, Sampling Details (600K random images per epoch)", None),
         Field("epochs", 25, f"{CODE} (ImageNet GReg+: 25 epochs, drop at 10)",
-              _train("sampling", "epochs", lambda c: c.plus_epochs)),
-        Field("optimizer", "adam", f"{CODE} (ImageNet GReg+)", _train("sampling", "optimizer", "sgd"),
+              _train("sampling", "epochs")),
+        Field("optimizer", "adam", f"{CODE} (ImageNet GReg+)", _train("sampling", "optimizer"),
               "The paper defers ImageNet details to its supplement; the card follows the public code."),
-        Field("lr", 1e-4, f"{CODE} (ImageNet GReg+)", _train("sampling", "lr", lambda c: c.plus_lr)),
+        Field("lr", 1e-4, f"{CODE} (ImageNet GReg+)", _train("sampling", "lr")),
         Field("id_batch", 32, f"{CODE} (ImageNet GReg+)", lambda c: c.ft_batch_size),
         Field("schedule", "step", f"{CODE} (ImageNet GReg+: drop x0.1 at epoch 10)",
-              _train("sampling", "schedule", "cosine")),
-        Field("milestones", (10,), f"{CODE} (ImageNet GReg+)", _train("sampling", "milestones", ())),
+              _train("sampling", "schedule")),
+        Field("milestones", (10,), f"{CODE} (ImageNet GReg+)", _train("sampling", "milestones")),
         *_common_loss,
     ), selector={"id_datasets": ["imagenet10"]}, profiles=("paper",))
 
@@ -176,6 +177,10 @@ CARDS = (TOY, FINETUNE, PLUS, IMAGENET)
 
 _AMP = ("mixed precision for the forward / backward passes (speed on a GPU); the inner input gradient of "
         "eq. (3) must stay in fp32 under it, where fp16 would underflow (input-gradient norms ~3e-5 per pixel)")
+_IMAGENET_PLUS = ("the public code's Adam (lr 1e-4, 25 epochs, x0.1 at epoch 10) cannot run: the kit's training loop "
+                  "(train.fit) builds SGD only, and the Adam schedule does not carry over to SGD; ImageNet GReg+ "
+                  "runs the CIFAR GReg+ SGD schedule (lr 0.1, 60 epochs, x0.1 at 50, Nesterov, wd 1e-4) from the "
+                  "pre-trained weights (-p plus_lr / plus_epochs / plus_milestones change it)")
 DEPARTURES = (
     Departure("greg_tables_1_2_4_6", "id_datasets", ("quick",), ("cifar10",), "quick: one ID dataset in about an hour"),
     Departure("greg_tables_1_2_4_6", "archs", ("quick",), ("resnet18",), "quick: the smallest network"),
@@ -190,6 +195,11 @@ DEPARTURES = (
     Departure("greg_table5", "lr", ("quick",), 0.01, "quick: fine-tuning from the base classifier"),
     Departure("greg_table5", "id_batch", ("quick",), 64, "quick trains ResNet-18, which the public code trains "
               "with an ID batch of 64"),
+    Departure("greg_table5", "schedule", ("quick",), "cosine", "quick: 2 epochs, per-step cosine (no room for a "
+              "drop at epoch 50)"),
+    Departure("greg_table5", "milestones", ("quick",), None, "quick: 2 epochs, per-step cosine"),
     Departure("greg_table5", "precision", ("quick", "paper"), "amp", _AMP),
     Departure("greg_table3", "precision", ("paper",), "amp", _AMP),
+    *(Departure("greg_table3", name, ("paper",), kit, _IMAGENET_PLUS) for name, kit in
+      (("optimizer", "sgd"), ("lr", 0.1), ("epochs", 60), ("milestones", (50,)))),
 )
