@@ -187,3 +187,14 @@ def test_diagnosis_names_a_weak_gradient_term():
                           "grad_share": 0.012}])
     rows = pd.concat([rows, rows.assign(dataset="id", shares=shares)], ignore_index=True)
     assert rp.grad_claims(rows, Cfg())[0]["diagnosis"].startswith("gradient term weak: 1.2% of the loss")
+
+
+def test_without_near_ood_sets_the_average_auroc_decides():
+    # the CIFAR benchmarks of Tables 1-2 have no near-OOD set: every claim still gets exactly one primary row
+    rows = _rows({"energy": [0.8, 0.81, 0.82], "greg": [0.85, 0.86, 0.87]}, dataset="average")
+    rows["fpr95"] = [0.3, 0.31, 0.32, 0.2, 0.21, 0.22]
+    claims = rp.grad_claims(rows, Cfg())
+    assert [(c["unit"].split(" on ")[0], c["unit"].split(" on ")[1].split(",")[0], c["role"]) for c in claims] == [
+        ("auroc points", "average", "primary"), ("fpr95 points", "average", "supporting")]
+    assert rp.detection_cells(_rows({"energy": [0.8], "greg": [0.9]}), "mnist6", ("energy", "greg")) \
+        == rp.DETECTION_CELLS

@@ -58,12 +58,21 @@ def per_seed(frame: pd.DataFrame, method: str, dataset: str, metric: str, id_dat
     return [float(v) for v in rows.sort_values("seed")[metric]]
 
 
+def _rows_of(run, dataset: str) -> list[dict]:
+    from .experiments import run_rows
+
+    return [r for r in run_rows(run) if r["dataset"] == dataset and r.get("table") in (None, _main_table(run))]
+
+
+def has_row(run, dataset: str) -> bool:
+    """Whether the run was scored on ``dataset`` (e.g. "near": CIFAR-100's Table 1 has no near-OOD set)."""
+    return bool(_rows_of(run, dataset))
+
+
 def run_metric(run, metric: str = "auroc", dataset: str = "average") -> float:
     """One run's ``metric`` on ``dataset`` (an OOD set, "average" = mean over sets, "near", "far", or
     "id" for ``id_accuracy``)."""
-    from .experiments import run_rows
-
-    hit = [r for r in run_rows(run) if r["dataset"] == dataset and r.get("table") in (None, _main_table(run))]
+    hit = _rows_of(run, dataset)
     if not hit:
         raise ValueError(f"{run.method} on {run.dataset} has no row {dataset!r}")
     return float(hit[0][metric])
