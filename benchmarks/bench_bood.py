@@ -112,6 +112,7 @@ def bench_ldm_budget(budgets=((1000, 3000, 1), (1000, 3000, None), (800, 2000, N
     import numpy as np
 
     from ood_utils import data, profiles, train
+    from ood_utils.threads import one_cpu_thread
     from ood_utils.bood import decoders, experiments, walks
     from ood_utils.bood.regularize import with_values
 
@@ -125,7 +126,7 @@ def bench_ldm_budget(budgets=((1000, 3000, 1), (1000, 3000, None), (800, 2000, N
     rows = []
     for ae, den, threads in budgets:
         config = mini_ldm.LDMConfig(ae_steps=ae, denoiser_steps=den)
-        with profiles.one_cpu_thread() if threads == 1 else nullcontext():
+        with one_cpu_thread() if threads == 1 else nullcontext():
             t, (model, _) = timed(lambda: mini_ldm.train_mini_ldm(images01, feats, config, seed=0, progress=False))
         fidelity = float((walks.classify(base, model.sample(z, seed=0), ds).argmax(1) == y).mean())
         rows.append({"ae_steps": ae, "denoiser_steps": den, "threads": threads or torch.get_num_threads(),

@@ -102,7 +102,7 @@ def bench_steps(name: str, repeat: int, device: str = "cpu", batch: int | None =
 
 def bench_kmeans(n: int, dim: int, k: int, n_init: int, repeat: int, seed: int = 0) -> dict:
     """Torch K-Means vs scikit-learn on L2-normalised clustered features (a candidate pool's shape). Both on
-    one thread: the kit clusters on one CPU thread (``profiles.one_cpu_thread``), and scikit-learn's OpenMP
+    one thread: the kit clusters on one CPU thread (``threads.one_cpu_thread``), and scikit-learn's OpenMP
     threads would otherwise compete with each other on a small, busy machine."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits

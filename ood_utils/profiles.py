@@ -19,7 +19,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .threads import one_cpu_thread  # noqa: F401  (kept importable from here: profiles.one_cpu_thread)
 
 PROFILES = ("mini", "quick", "paper")
 SMOKE_ENV = "OOD_KIT_SMOKE"

@@ -81,7 +81,7 @@ def test_seeding_is_reproducible(no_smoke):
 def test_one_cpu_thread_restores_the_thread_count_and_leaves_gpus_alone():
     import torch
 
-    from ood_utils.profiles import one_cpu_thread
+    from ood_utils.threads import one_cpu_thread
 
     before = torch.get_num_threads()
     with one_cpu_thread():

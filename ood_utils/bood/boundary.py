@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 from .latent import cosine_logits
 
 

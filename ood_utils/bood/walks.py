@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 from . import decoders
 from .boundary import boundary_steps, class_margin, select_boundary, sign_step
 from .latent import cosine_logits

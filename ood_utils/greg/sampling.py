@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models import unwrap_model
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 from .energy import energy_score
 
 

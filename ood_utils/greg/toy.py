@@ -26,7 +26,7 @@ from ..progress import tqdm
 
 from .. import metrics, paths
 from ..models import Classifier
-from ..profiles import one_cpu_thread
+from ..threads import one_cpu_thread
 from .certify import certified_radius, steepest_flip
 from .energy import energy_loss, energy_score
 from .objectives import Objective
