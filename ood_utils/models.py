@@ -18,7 +18,7 @@ name               what                                        D       used by
 ``vit_b16``        timm ViT-B/16                               768     MME (ImageNet)
 =================  ==========================================  ======  =================================
 
-\* The ResNets take the stem that fits their input (``image_size``): the CIFAR stem up to 64 px, the
+* The ResNets take the stem that fits their input (``image_size``): the CIFAR stem up to 64 px, the
 ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool) above, as for BOOD's ImageNet-100 at 224 px. A CIFAR
 stem at 224 px would keep 224 x 224 x 64 activations through the first stage: 16x the memory and compute.
 

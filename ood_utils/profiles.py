@@ -107,6 +107,7 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "plus_lr":        {"mini": 0.005, "quick": 0.01, "paper": 0.1},
         # GReg+ schedule: cosine (None) or lr x 0.1 at these epochs (paper: 50 epochs at 0.1, then 10 at 0.01)
         "plus_milestones": {"mini": None, "quick": None, "paper": (50,)},
+        "plus_optimizer": {"mini": "sgd", "quick": "sgd", "paper": "sgd"},  # "adam": ImageNet GReg+ (public code)
         "toy_steps":      {"mini": 300, "quick": 800, "paper": 1500},     # notebook 10: steps of the 2D toy
         "toy_seeds":      {"mini": 3, "quick": 3, "paper": 5},
     },
@@ -145,7 +146,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     # greg
     "lambda_s": (float, int), "lambda_grad": (float, int), "m_in": (float, int, type(None)),
     "m_aux": (float, int, type(None)), "ft_weight_decay": (float, int), "nesterov": (bool,),
-    "plus_milestones": (list, tuple, type(None)),
+    "plus_milestones": (list, tuple, type(None)), "plus_optimizer": (str,),
     "grad_form": (str,), "n_clusters": (int, type(None)), "pool_factor": (int,), "toy_steps": (int,),
     "toy_seeds": (int,),
     # bood

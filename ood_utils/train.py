@@ -1,7 +1,7 @@
 """One training loop for the whole kit, and the load-or-train entry point for the base classifiers.
 
 :func:`fit` is plain supervised training with the recipe the papers share: SGD with momentum, weight decay,
-a cosine learning-rate schedule stepped every batch. It writes a checkpoint after every epoch (atomically,
+a cosine learning-rate schedule stepped every batch (Adam and a step decay where a recipe asks for them). It writes a checkpoint after every epoch (atomically,
 with ``paths.atomic_path``, and a sidecar holding its sha256) and resumes from it, so an interrupted run
 continues where it stopped and, on CPU, ends with the same weights bit for bit. A checkpoint that cannot be
 read, fails its hash, or was written with another recipe or model is never used: training starts over with
@@ -153,15 +153,30 @@ def cross_entropy_loss(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float = 0.9,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    """SGD with momentum (the papers' recipe) or Adam (the GReg public code's ImageNet GReg+)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
 def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float, device, ckpt_path,
         amp: bool = False, momentum: float = 0.9, nesterov: bool = False, loss_fn: LossFn | None = None,
-        progress: bool = True, milestones=None) -> dict:
+        progress: bool = True, milestones=None, optimizer: str = "sgd") -> dict:
     """Train ``model`` for ``epochs`` epochs with SGD + per-step cosine annealing; resume from ``ckpt_path``.
 
     ``loss_fn(model, batch) -> scalar`` receives the loader's batch already on ``device`` (default:
     cross-entropy on ``(x, y)``), so the same loop runs OE, energy and GReg objectives. ``amp`` is used only
     on CUDA. The model is left in eval mode. ``milestones`` (epochs) replaces the cosine schedule by a
-    constant learning rate multiplied by 0.1 at each of those epochs. Returns ``{"start_epoch", "epochs",
+    constant learning rate multiplied by 0.1 at each of those epochs. ``optimizer="adam"`` trains with Adam
+    (``momentum`` and ``nesterov`` unused; ``weight_decay`` added to the gradient, as ``torch.optim.Adam``
+    does). Returns ``{"start_epoch", "epochs",
     "history": [{"epoch", "loss", "lr", "seconds"}]}``.
 
     Under ``accelerate launch --num_processes N`` (see :mod:`ood_utils.distributed`) each process trains
@@ -180,8 +195,8 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     use_amp = bool(amp) and device.type == "cuda"
     model.to(device)
 
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay)
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         nesterov=nesterov)
     steps = len(loader)
     if steps == 0:
         raise ValueError("fit: the loader yields no batches (empty dataset, or drop_last with too few samples)")
@@ -192,6 +207,8 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     recipe = {"epochs": epochs, "lr": float(lr), "weight_decay": float(weight_decay), "momentum": float(momentum),
               "nesterov": bool(nesterov), "steps_per_epoch": steps, "amp": use_amp}
+    if optimizer != "sgd":
+        recipe["optimizer"] = optimizer
     if milestones:
         recipe["milestones"] = [int(m) for m in milestones]
 

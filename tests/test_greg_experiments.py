@@ -36,9 +36,23 @@ def test_paper_defaults_are_the_papers_tables(monkeypatch):
     assert (c.grad_form, c.ft_weight_decay, c.nesterov, c.margin_rule) == ("public_code", 1e-4, True, False)
     s = ex.resolve_config("paper", "sampling")
     assert s.id_datasets == ("cifar100",) and s.archs == ("densenet100",) and s.plus_init == "scratch"
-    assert ex.recipe(s, "sampling") == {"init": "scratch", "epochs": 60, "lr": 0.1, "milestones": [50]}
+    assert ex.recipe(s, "sampling") == {"init": "scratch", "epochs": 60, "lr": 0.1, "milestones": [50],
+                                        "optimizer": "sgd", "weight_decay": 1e-4}
     imagenet = ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"])
     assert imagenet.archs == ("densenet121",) and imagenet.plus_init == "base"
+    # Table 3 as the public code trains it: Adam lr 1e-4 from the pre-trained weights, x0.1 at 10, 25 epochs
+    assert ex.recipe(imagenet, "sampling") == {"init": "base", "epochs": 25, "lr": 1e-4, "milestones": [10],
+                                               "optimizer": "adam", "weight_decay": 0.0}
+
+
+def test_imagenet_plus_recipe_yields_to_what_the_user_sets(monkeypatch):
+    monkeypatch.setenv("OOD_KIT_SMOKE", "0")
+    c = ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"], plus_optimizer="sgd", plus_lr=0.01)
+    assert ex.recipe(c, "sampling") == {"init": "base", "epochs": 25, "lr": 0.01, "milestones": [10],
+                                        "optimizer": "sgd", "weight_decay": 1e-4}
+    quick = ex.resolve_config("quick", "sampling", id_datasets=["imagenet10"])
+    assert (quick.plus_optimizer, quick.plus_epochs) == ("adam", 2)     # quick keeps its own epochs
+    assert ex.resolve_config("paper", "sampling").plus_optimizer == "sgd"   # CIFAR GReg+: the paper's SGD
 
 
 def test_smoke_keeps_the_first_setting_only():
@@ -53,6 +67,7 @@ def test_smoke_keeps_the_first_setting_only():
     ({"grad_form": "mine"}, "public_code, printed"),
     ({"plus_milestones": [50, 10]}, "increasing"),
     ({"plus_init": "imagenet"}, "base, scratch"),
+    ({"plus_optimizer": "lion"}, "sgd, adam"),
     ({"id_datasets": ["mnist7"]}, "mnist5k"),
     ({"archs": ["resnet1000"]}, "mnist_cnn"),
     ({"ft_epochs": 0}, ">= 1"),

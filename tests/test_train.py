@@ -105,6 +105,32 @@ def test_other_recipe_restarts(tmp_path):
     assert out["start_epoch"] == 0
 
 
+def test_adam_trains_and_resumes_bit_exact(tmp_path):
+    ref, ref_out = _run(tmp_path / "ref.pt", optimizer="adam", lr=1e-3, milestones=[1])
+    assert ref_out["history"][-1]["loss"] < ref_out["history"][0]["loss"]
+    assert ref_out["history"][1]["lr"] == pytest.approx(1e-4)      # x0.1 at epoch 1
+    with pytest.raises(Interrupt):
+        _run(tmp_path / "run.pt", stop_at_step=7, optimizer="adam", lr=1e-3, milestones=[1])
+    model, out = _run(tmp_path / "run.pt", optimizer="adam", lr=1e-3, milestones=[1])
+    assert out["start_epoch"] == 1 and _same(model, ref)
+    sgd, _ = _run(tmp_path / "sgd.pt", lr=1e-3, milestones=[1])
+    assert not _same(sgd, ref)                                     # the option changes the update
+
+
+def test_a_checkpoint_of_another_optimizer_is_not_resumed(tmp_path):
+    with pytest.raises(Interrupt):
+        _run(tmp_path / "run.pt", stop_at_step=7)
+    with pytest.warns(RuntimeWarning, match="another recipe"):
+        _, out = _run(tmp_path / "run.pt", optimizer="adam")
+    assert out["start_epoch"] == 0
+
+
+def test_unknown_optimizer_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="sgd, adam"):
+        _run(tmp_path / "a.pt", optimizer="lion")
+    assert not (tmp_path / "a.pt").exists()
+
+
 def test_amp_is_ignored_on_cpu_and_accuracy(tmp_path):
     model, out = _run(tmp_path / "a.pt", epochs=2, amp=True, lr=0.1)
     assert out["history"][-1]["loss"] < out["history"][0]["loss"]

@@ -93,6 +93,12 @@ MARGIN_QUANTILES = {"m_in": 0.05, "m_aux": 0.5}
 #: images of each kind the margin rule scores, and (fewer: it runs once per run) the pool shares and the
 #: separation health check
 SCORE_SAMPLE, CHECK_SAMPLE = 1000, 500
+#: ImageNet GReg+ (Table 3) as the public code trains it: Adam at lr 1e-4 from the pre-trained DenseNet-121,
+#: x0.1 at epoch 10, 25 epochs (paper profile; smaller profiles keep their own epochs). Adam without weight
+#: decay, as the code's other Adam path; values a user sets win
+IMAGENET_PLUS = {"plus_init": "base", "plus_optimizer": "adam", "plus_lr": 1e-4, "plus_milestones": (10,)}
+IMAGENET_PLUS_EPOCHS = {"paper": 25}
+ADAM_WEIGHT_DECAY = 0.0
 #: the two training recipes: Table 4 fine-tunes the base model; Table 5 (GReg+) trains from ``plus_init``
 RECIPES = ("finetune", "sampling")
 
@@ -150,6 +156,8 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
         raise profiles.ConfigError(f"unknown grad_form {cfg.grad_form!r}; valid: {', '.join(FORMS)}")
     if cfg.plus_init not in ("base", "scratch"):
         raise profiles.ConfigError(f"unknown plus_init {cfg.plus_init!r}; valid: base, scratch")
+    if cfg.plus_optimizer not in train.OPTIMIZERS:
+        raise profiles.ConfigError(f"unknown plus_optimizer {cfg.plus_optimizer!r}; valid: {', '.join(train.OPTIMIZERS)}")
     if cfg.n_clusters is not None and not 1 <= cfg.n_clusters <= cfg.ft_batch_size:
         raise profiles.ConfigError(f"n_clusters must be in [1, ft_batch_size={cfg.ft_batch_size}] (the paper's "
                                    f"k = ID batch size), got {cfg.n_clusters}")
@@ -158,8 +166,11 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
         raise profiles.ConfigError(f"plus_milestones must be increasing epochs >= 1, got {ms}")
     rule = cfg.m_in is None or cfg.m_aux is None
     values = {**cfg.values, "id_datasets": ids, "archs": archs, "margin_rule": rule}
-    if all(d.startswith("imagenet") for d in ids) and "plus_init" not in cfg.overridden:
-        values["plus_init"] = "base"   # ImageNet GReg+ fine-tunes the pretrained network (Table 3), never from scratch
+    if all(d.startswith("imagenet") for d in ids):
+        # ImageNet GReg+ fine-tunes the pretrained network (Table 3), never from scratch, with its own recipe
+        imagenet = {**IMAGENET_PLUS, **({"plus_epochs": IMAGENET_PLUS_EPOCHS[cfg.profile]}
+                                        if cfg.profile in IMAGENET_PLUS_EPOCHS else {})}
+        values.update({k: v for k, v in imagenet.items() if k not in cfg.overridden})
     return dataclasses.replace(cfg, values=MappingProxyType(values))
 
 
@@ -249,15 +260,19 @@ def train_loader(cfg, setting, name: str, seed: int) -> IDAuxLoader:
 # ------------------------------------------------------------------------------------------------ runs
 
 def recipe(cfg, kind: str = "finetune") -> dict:
-    """Epochs, learning rate and starting point of a recipe: ``finetune`` (Table 4: the base classifier,
-    ``ft_epochs`` at ``ft_lr``) or ``sampling`` (Table 5: ``plus_init`` = "base" or "scratch", as the paper
-    trains GReg+ on CIFAR from scratch, ``plus_epochs`` at ``plus_lr``)."""
+    """Starting point, epochs, optimiser, learning rate, schedule and weight decay of a recipe: ``finetune``
+    (Table 4: the base classifier, ``ft_epochs`` of SGD at ``ft_lr``) or ``sampling`` (Table 5:
+    ``plus_init`` = "base" or "scratch", as the paper trains GReg+ on CIFAR from scratch, ``plus_epochs`` of
+    ``plus_optimizer`` at ``plus_lr``; Table 3's ImageNet GReg+ runs Adam, see :data:`IMAGENET_PLUS`)."""
     if kind not in RECIPES:
         raise ValueError(f"unknown recipe {kind!r}; valid: {', '.join(RECIPES)}")
     if kind == "finetune":
-        return {"init": "base", "epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "milestones": None}
+        return {"init": "base", "epochs": cfg.ft_epochs, "lr": cfg.ft_lr, "milestones": None,
+                "optimizer": "sgd", "weight_decay": cfg.ft_weight_decay}
     ms = None if cfg.plus_milestones is None else [int(m) for m in cfg.plus_milestones]
-    return {"init": cfg.plus_init, "epochs": cfg.plus_epochs, "lr": cfg.plus_lr, "milestones": ms}
+    decay = ADAM_WEIGHT_DECAY if cfg.plus_optimizer == "adam" else cfg.ft_weight_decay
+    return {"init": cfg.plus_init, "epochs": cfg.plus_epochs, "lr": cfg.plus_lr, "milestones": ms,
+            "optimizer": cfg.plus_optimizer, "weight_decay": decay}
 
 
 def run_key(cfg, setting, name: str, seed: int, base_fingerprint: str, kind: str = "finetune") -> str:
@@ -309,8 +324,9 @@ def finetune(cfg, setting, name: str, seed: int, kind: str = "finetune", progres
     profiles.seed_everything(seed)
     t0 = time.perf_counter()
     loss_fn = objective(cfg, name, seed, len(loader))
-    hist = train.fit(model, loader, epochs=rec["epochs"], lr=rec["lr"], weight_decay=cfg.ft_weight_decay,
-                     nesterov=cfg.nesterov, milestones=rec["milestones"], device=cfg.torch_device,
+    hist = train.fit(model, loader, epochs=rec["epochs"], lr=rec["lr"], weight_decay=rec["weight_decay"],
+                     optimizer=rec["optimizer"], nesterov=cfg.nesterov, milestones=rec["milestones"],
+                     device=cfg.torch_device,
                      ckpt_path=folder / f"{key}.train.pt", amp=cfg.amp, loss_fn=loss_fn, progress=progress)
     meta = train._save_final(model, weights, meta_path, {
         "method": name, "seed": seed, "setting": list(setting), "smoke": cfg.smoke,
