@@ -18,8 +18,8 @@ each run's time stands its recipe card (:mod:`ood_utils.recipes`): the published
 reproduces under that profile and how many of its values the kit runs as published, as a listed departure,
 or differently, so a GPU user sees what will run before a long job.
 ``--variants`` adds the runs that the default parameters do not reach (:data:`VARIANTS`: the ImageNet
-paths, with random-weight checkpoints where a path needs user weights), under ``paper`` only: they are
-the paper's ImageNet tables, and ``quick`` would run the same code again (smoke mode sets the epochs and
+paths, with random-weight checkpoints where a path needs user weights, and BOOD's random-crop option),
+under ``paper`` only: they are the paper's tables, and ``quick`` would run the same code again (smoke mode sets the epochs and
 sample counts that tell the two profiles apart).
 """
 from __future__ import annotations
@@ -62,6 +62,8 @@ VARIANTS: tuple[Variant, ...] = (
             checkpoint=("bit_s_r101x1", 1000)),
     Variant("GReg ImageNet-10", ("12_*",), {"id_datasets": ["imagenet10"]}),
     Variant("BOOD ImageNet-100", ("32_*",), {"id_datasets": ["imagenet100"]}),
+    # the public code's random crops of SD's saved images (the main comparison only: the sweeps add nothing)
+    Variant("BOOD random crops", ("32_*",), {"outlier_transform": "random_crop", "sweeps": False}),
 )
 
 

@@ -66,6 +66,9 @@ TRACK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "phi_hidden":     {"mini": None, "quick": None, "paper": None},    # phi: None = 512 (paper's 3-layer MLP); 0 = Linear(1,2)
         "reg_epochs":     {"mini": 2, "quick": 30, "paper": 100},
         "reg_init":       {"mini": "base", "quick": "scratch", "paper": "scratch"},
+        # outliers as training inputs: "resize" (the whole image) or "random_crop" (DreamOOD's public code:
+        # RandomCrop(ID size, padding 4) of the generated image, drawn again at every use)
+        "outlier_transform": {"mini": "resize", "quick": "resize", "paper": "resize"},
         "n_seeds":        {"mini": 3, "quick": 3, "paper": 3},
         "sweeps":         {"mini": True, "quick": False, "paper": True},   # Figs. 5-6 and Tables 3, 6
         # decoders (eq. 6): the mini latent diffusion model, Stable Diffusion v1.4 (DreamOOD: PLMS 50, cfg 7.5)
@@ -155,7 +158,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "temperature": (float, int), "sd_weights": (str, type(None)), "step_size": (float, int),
     "extra_steps": (int,), "max_steps": (int,), "boundary_ratio": (float, int), "n_outliers": (int,),
     "reg_weight": (float, int, type(None)), "phi_hidden": (int, type(None)), "reg_epochs": (int,),
-    "reg_init": (str,), "n_seeds": (int,), "sweeps": (bool,),
+    "reg_init": (str,), "outlier_transform": (str,), "n_seeds": (int,), "sweeps": (bool,),
     "ldm_ae_steps": (int,), "ldm_steps": (int,), "ldm_sample_steps": (int,), "sd_steps": (int,),
     "sd_guidance": (float, int), "sd_size": (int,), "sd_batch": (int,),
     # greg experiments (notebooks 11-12)

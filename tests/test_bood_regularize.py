@@ -110,6 +110,54 @@ def test_with_outliers_pairs_every_item():
         R.WithOutliers(base, torch.zeros(0, 1))
 
 
+def test_prepare_reads_uint8_as_the_same_image():
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    stats = ((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    assert torch.allclose(R.prepare_outliers(img, 32, 3, *stats), R.prepare_outliers(img.float() / 255, 32, 3, *stats))
+
+
+def _crops(size=32, side=64):
+    img = torch.arange(side * side, dtype=torch.float32).view(1, 1, side, side) / (side * side)
+    return R.OutlierCrops(img.expand(3, 3, side, side).clone(), size, 3, (0.0,) * 3, (1.0,) * 3)
+
+
+def test_random_crops_are_windows_of_the_whole_image_drawn_again_at_every_use():
+    crops = _crops()
+    torch.manual_seed(0)
+    draws = [crops[0] for _ in range(20)]
+    assert all(d.shape == (3, 32, 32) for d in draws)
+    assert len({round(float(d[0, 16, 16]), 6) for d in draws}) > 10   # different windows
+    # each draw is a window of the (zero-padded) 64 px image, not a resize of it: neighbours one pixel apart
+    for d in draws:
+        both = (d[0, :, 1:] > 0) & (d[0, :, :-1] > 0)               # both inside the image, not padding
+        step = (d[0, :, 1:] - d[0, :, :-1])[both]
+        assert both.any() and torch.allclose(step, torch.full_like(step, 1 / 4096.0))
+    torch.manual_seed(0)                                            # fit checkpoints this generator
+    assert all(torch.equal(a, crops[0]) for a in draws)
+
+
+def test_centred_crops_are_fixed_and_small_images_are_refused():
+    crops = _crops()
+    a = crops.centred(torch.tensor([0, 1]))
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, crops.centred(torch.tensor([0, 1])))
+    assert torch.isclose(a[0, 0, 0, 0], torch.tensor((16 * 64 + 16) / 4096.0))
+    with pytest.raises(ValueError, match="too small"):
+        R.OutlierCrops(torch.zeros(2, 3, 16, 16), 32, 3, (0.0,) * 3, (1.0,) * 3)
+
+
+def test_training_outliers_follow_the_transform():
+    imgs = torch.rand(4, 1, 28, 28)
+    resized = R.training_outliers(imgs, "mnist5k", "resize")
+    crops = R.training_outliers(imgs, "mnist5k", "random_crop")
+    assert isinstance(resized, torch.Tensor) and resized.shape == (4, 1, 28, 28)
+    assert isinstance(crops, R.OutlierCrops) and crops[1].shape == (1, 28, 28)
+    assert R.outliers_digest(crops) == "crop" + R.digest(imgs) != R.outliers_digest(resized)
+    with pytest.raises(ValueError, match="resize, random_crop"):
+        R.training_outliers(imgs, "mnist5k", "stretch")
+    ds = R.WithOutliers(TensorDataset(torch.zeros(6, 1, 28, 28), torch.arange(6)), crops)
+    assert ds[0][2].shape == (1, 28, 28)
+
+
 def test_regularized_classifier_exposes_features_and_head():
     base = models.build_model("mnist_cnn", 10)
     model = R.RegularizedClassifier(base, 16)

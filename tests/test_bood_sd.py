@@ -169,6 +169,9 @@ def test_generation_is_resumable_and_independent_of_batching(pipe, tmp_path):
     assert a.shape == (5, 3, 32, 32) and (a >= 0).all() and (a <= 1).all()
     assert torch.allclose(a, b, atol=2 / 255)
     assert sd.read_images(tmp_path / "a", y, 28, 1).shape == (5, 1, 28, 28)
+    whole = sd.read_images(tmp_path / "a", y, None, 3)        # the saved size, uint8 (random crops read these)
+    assert whole.dtype == torch.uint8 and whole.shape == (5, 3, 32, 32)
+    assert torch.allclose(whole.float() / 255, a, atol=1e-6)  # the same pixels: 32 px were saved, no resize
 
 
 def test_shard_covers_the_work_once():

@@ -113,9 +113,12 @@ def _sd_folder(cfg, space, z, y, settings, seed) -> Path:
     return paths.cache_dir("bood", cfg.profile, "sd_images", f"{space.dataset}_{key}")
 
 
-def decode(cfg, space, z, y, *, seed: int = 0, progress: bool = True, batch_size: int = 512) -> torch.Tensor:
+def decode(cfg, space, z, y, *, seed: int = 0, progress: bool = True, batch_size: int = 512,
+           keep_size: bool = False) -> torch.Tensor:
     """Outlier images of features ``z`` (N, D) from classes ``y`` (N,): (N, C, H, W) in [0, 1] at the ID
-    dataset's resolution. ``seed`` fixes the diffusion noise (same inputs, same images)."""
+    dataset's resolution. ``seed`` fixes the diffusion noise (same inputs, same images). ``keep_size``: SD's
+    images at the size they were saved at, uint8 in [0, 255] (for the public code's random crops; the mini
+    decoder generates at the ID resolution already)."""
     z, y = torch.as_tensor(z).float().cpu(), torch.as_tensor(y).long().cpu()
     if z.ndim != 2 or y.shape != (len(z),):
         raise ValueError(f"z must be (N, D) with one label each; got {tuple(z.shape)} and {tuple(y.shape)}")
@@ -130,7 +133,7 @@ def decode(cfg, space, z, y, *, seed: int = 0, progress: bool = True, batch_size
     settings = sd_settings(cfg)
     folder = _sd_folder(cfg, space, z, y, settings, seed)
     sd.generate(pipe, info.class_names, y, z, folder, seed=seed, progress=progress, **settings)
-    return sd.read_images(folder, y, info.image_size, info.channels)
+    return sd.read_images(folder, y, None if keep_size else info.image_size, info.channels)
 
 
 @torch.no_grad()

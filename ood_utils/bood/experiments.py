@@ -78,6 +78,9 @@ def check_setup(cfg) -> tuple[str, ...]:
         raise profiles.ConfigError(f"unknown latent_arch {cfg.latent_arch!r}; valid: {', '.join(models.ARCHITECTURES)}")
     if cfg.reg_init not in ("base", "scratch"):
         raise profiles.ConfigError(f"reg_init must be 'base' or 'scratch', got {cfg.reg_init!r}")
+    if cfg.outlier_transform not in regularize.OUTLIER_TRANSFORMS:
+        raise profiles.ConfigError(f"unknown outlier_transform {cfg.outlier_transform!r}; "
+                                   f"valid: {', '.join(regularize.OUTLIER_TRANSFORMS)}")
     for key in ("step_size", "temperature"):
         if not cfg.values[key] > 0:
             raise profiles.ConfigError(f"{key} must be > 0, got {cfg.values[key]}")
@@ -231,11 +234,13 @@ def repeat_per_class(outliers: Outliers, n_per_class: int) -> tuple[torch.Tensor
 
 def decode_outliers(cfg, space: LatentSpace, outliers: Outliers, *, seed: int = 0,
                     progress: bool = True) -> torch.Tensor:
-    """Outlier images in [0, 1], ``n_outliers`` per class: the mini latent diffusion model or SD v1.4."""
+    """Outlier images in [0, 1], ``n_outliers`` per class: the mini latent diffusion model or SD v1.4 (at
+    the size SD saved them, uint8, when the classifier trains on random crops of them)."""
     from . import decoders
 
     z, y = repeat_per_class(outliers, cfg.n_outliers)
-    return decoders.decode(cfg, space, z, y, seed=seed, progress=progress)
+    return decoders.decode(cfg, space, z, y, seed=seed, progress=progress,
+                           keep_size=cfg.outlier_transform == "random_crop")
 
 
 # ------------------------------------------------------------------------------------------ classifiers
@@ -264,7 +269,8 @@ _IMAGES: dict = {}     # decoded outliers of this process, keyed by the features
 
 
 def outlier_images(cfg, space: LatentSpace, outliers: Outliers, progress: bool = True) -> torch.Tensor:
-    key = (space.dataset, regularize.digest(outliers.z), cfg.n_outliers, cfg.profile, cfg.smoke)
+    key = (space.dataset, regularize.digest(outliers.z), cfg.n_outliers, cfg.profile, cfg.smoke,
+           cfg.outlier_transform)
     if key not in _IMAGES:
         _IMAGES[key] = decode_outliers(cfg, space, outliers, seed=0, progress=progress)
     return _IMAGES[key]

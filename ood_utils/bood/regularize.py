@@ -21,8 +21,11 @@ energies on one batch (an affine reparametrisation of phi's first layer: still a
 asks), and (iii) has a zero output layer, so it starts at chance: L_OOD = log 2 at step 0 whatever the
 energy scale.
 
-Generated images are *resized* to the classifier's input (the public code random-crops 256 px images to
-32 px, which keeps a 32 px corner of the outlier: we do not copy that), then normalised like the ID data.
+Generated images are *resized* to the classifier's input, then normalised like the ID data
+(``outlier_transform = "resize"``, the paper's reading: the whole outlier is the training input). DreamOOD's
+public code instead random-crops them: RandomCrop(32, padding 4) of a 256 px image keeps a 32 px window of the
+outlier, drawn again at every use. ``outlier_transform = "random_crop"`` runs that recipe
+(:class:`OutlierCrops`), to compare the two.
 """
 from __future__ import annotations
 
@@ -135,9 +138,11 @@ def bood_loss(beta: float):
 
 
 def prepare_outliers(images01: torch.Tensor, size: int, channels: int, mean, std) -> torch.Tensor:
-    """Generated images in [0, 1] (N, C, H, W) -> the classifier's input: resized (antialiased) to
-    ``size`` x ``size``, grey <-> RGB as needed, normalised with the ID dataset's mean / std."""
-    x = torch.as_tensor(images01).float()
+    """Generated images in [0, 1] (N, C, H, W; uint8 in [0, 255] also read) -> the classifier's input:
+    resized (antialiased) to ``size`` x ``size``, grey <-> RGB as needed, normalised with the ID dataset's
+    mean / std."""
+    x = torch.as_tensor(images01)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if x.ndim != 4:
         raise ValueError(f"outlier images must be (N, C, H, W), got shape {tuple(x.shape)}")
     if x.min() < -1e-3 or x.max() > 1 + 1e-3:
@@ -154,6 +159,59 @@ def prepare_outliers(images01: torch.Tensor, size: int, channels: int, mean, std
     mean = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+OUTLIER_TRANSFORMS = ("resize", "random_crop")
+CROP_PADDING = 4       # DreamOOD's RandomCrop(32, padding=4)
+
+
+class OutlierCrops:
+    """Outliers as DreamOOD's public code feeds them: each access returns a random ``size`` x ``size`` window
+    of the image at the resolution it was generated at, after zero padding of :data:`CROP_PADDING` pixels,
+    normalised like the ID data. The windows are drawn with torch's global generator, which ``fit``
+    checkpoints, so a resumed run draws the same crops. The images stay at their generated size (uint8 for
+    the saved SD images: 100,000 RGB images of 256 px take 20 GB of memory)."""
+
+    def __init__(self, images: torch.Tensor, size: int, channels: int, mean, std):
+        images = torch.as_tensor(images)
+        if images.ndim != 4:
+            raise ValueError(f"outlier images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if min(images.shape[-2:]) + 2 * CROP_PADDING < size:
+            raise ValueError(f"outlier images of {tuple(images.shape[-2:])} px are too small for {size} px crops")
+        self.images, self.size, self.channels, self.mean, self.std = images, size, channels, mean, std
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return prepare_outliers(x, self.size, self.channels, self.mean, self.std)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        x = F.pad(self.images[index], (CROP_PADDING,) * 4)
+        i, j = (int(torch.randint(n - self.size + 1, ())) for n in x.shape[-2:])
+        return self._prepare(x[None, :, i:i + self.size, j:j + self.size])[0]
+
+    def centred(self, rows: torch.Tensor) -> torch.Tensor:
+        """The centre windows of some images (no padding, no randomness): what a health probe reads."""
+        h, w = self.images.shape[-2:]
+        top, left = max(0, (h - self.size) // 2), max(0, (w - self.size) // 2)
+        return self._prepare(self.images[rows][..., top:top + self.size, left:left + self.size])
+
+
+def training_outliers(images01: torch.Tensor, dataset: str, transform: str = "resize"):
+    """The generated images as the classifier trains on them: one normalised tensor at the ID resolution
+    (``"resize"``), or :class:`OutlierCrops` (``"random_crop"``, the public code)."""
+    info = data.ID_DATASETS[dataset]
+    if transform == "resize":
+        return prepare_outliers(images01, info.image_size, info.channels, info.mean, info.std)
+    if transform == "random_crop":
+        return OutlierCrops(images01, info.image_size, info.channels, info.mean, info.std)
+    raise ValueError(f"unknown outlier_transform {transform!r}; valid: {', '.join(OUTLIER_TRANSFORMS)}")
+
+
+def outliers_digest(outliers) -> str:
+    """The content hash of the training outliers; the crops' name says they are crops."""
+    return f"crop{digest(outliers.images)}" if isinstance(outliers, OutlierCrops) else digest(outliers)
 
 
 class WithOutliers(Dataset):
@@ -189,7 +247,8 @@ def _checkpoint(cfg, dataset: str, name: str, seed: int, beta: float, phi_hidden
     from .. import paths
 
     base = train_mod.cache_key(cfg, dataset, cfg.arch).replace(f"{dataset}_{cfg.arch}_", "")
-    what = f"ce_phi{phi_hidden}" if outliers is None else f"b{beta:g}_phi{phi_hidden}-{PHI_START}_o{digest(outliers)}"
+    what = (f"ce_phi{phi_hidden}" if outliers is None
+            else f"b{beta:g}_phi{phi_hidden}-{PHI_START}_o{outliers_digest(outliers)}")
     key = f"{dataset}_{cfg.arch}_{name}_{cfg.reg_init}_s{seed}_re{cfg.reg_epochs}_{what}_{base}"
     return paths.cache_dir("bood", cfg.profile, "classifiers") / f"{key}.pt"
 
@@ -222,7 +281,7 @@ def _probe(dataset: str, outliers: torch.Tensor, cfg) -> tuple[torch.Tensor, tor
     n_id = min(N_PROBE, len(train))
     x_id = torch.stack([train[i][0] for i in torch.linspace(0, len(train) - 1, n_id).long().tolist()])
     pick = torch.linspace(0, len(outliers) - 1, min(N_PROBE, len(outliers))).long()
-    return x_id, outliers[pick]
+    return x_id, outliers.centred(pick) if isinstance(outliers, OutlierCrops) else outliers[pick]
 
 
 def phi_on_training_data(model: "RegularizedClassifier", x_id, x_ood, device) -> dict:
@@ -246,11 +305,10 @@ def train_classifier(cfg, dataset: str, outlier_images01=None, *, seed: int = 0,
 
     ``model.log`` holds what the health checks read: ``losses`` (per epoch) and, with outliers, phi's ID
     logit and the energy on a probe of the training ID images and outliers."""
-    info = data.ID_DATASETS[dataset]
     dcfg = smoke_batch(with_values(cfg, id_dataset=dataset))
     outliers = None
     if outlier_images01 is not None:
-        outliers = prepare_outliers(outlier_images01, info.image_size, info.channels, info.mean, info.std)
+        outliers = training_outliers(outlier_images01, dataset, dcfg.outlier_transform)
     ckpt = _checkpoint(dcfg, dataset, name, seed, beta, phi_hidden, outliers)
     profiles.seed_everything(seed)
     classifier = initial_model(dcfg, dataset)

@@ -301,16 +301,20 @@ def generate(pipe, class_names, labels, features, out_dir, *, steps: int = 50, g
     return report
 
 
-def read_images(out_dir, labels, size: int, channels: int) -> torch.Tensor:
-    """The generated PNGs as (N, C, size, size) floats in [0, 1], resized (not cropped) to the ID resolution."""
+def read_images(out_dir, labels, size: int | None, channels: int) -> torch.Tensor:
+    """The generated PNGs as (N, C, size, size) floats in [0, 1], resized (not cropped) to the ID resolution;
+    ``size=None``: at the size they were saved at, as uint8 (a quarter of the memory), for random crops."""
     from PIL import Image
 
     out = []
     for i, c in enumerate(torch.as_tensor(labels).tolist()):
         with Image.open(image_path(out_dir, i, int(c))) as im:
-            im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BICUBIC)
-            a = np.asarray(im, dtype=np.float32) / 255.0
-        out.append(torch.from_numpy(a[None] if channels == 1 else a.transpose(2, 0, 1)))
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                im = im.resize((size, size), Image.BICUBIC)
+            a = np.asarray(im, dtype=np.uint8 if size is None else np.float32)
+        a = a if size is None else a / 255.0
+        out.append(torch.from_numpy(np.ascontiguousarray(a[None] if channels == 1 else a.transpose(2, 0, 1))))
     return torch.stack(out)
 
 

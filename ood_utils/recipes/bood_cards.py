@@ -86,9 +86,10 @@ _training = (
     Field("batch", 160, SEC41, lambda c: c.values.get("reg_batch_size", c.batch_size)),
     Field("n_outliers", 1000, f"{SEC41} (1000 images per class, 100,000 in all)", lambda c: c.n_outliers),
     Field("outlier_input", "resize", "BOOD Sec. 3.3 (generated images as training inputs)",
-          lambda c: c.values.get("outlier_transform", "resize"),
+          lambda c: c.outlier_transform,
           "DreamOOD's public code random-crops 32 px (padding 4) out of the 256-px images, a crop rather than "
-          "the image; the card follows the paper's intent (the whole outlier image)."),
+          "the image; the card follows the paper's intent (the whole outlier image). "
+          "-p outlier_transform random_crop runs the public code's crops."),
     Field("precision", "fp32", "not stated by BOOD", lambda c: "amp" if c.amp else "fp32"),
     Field("score", "energy: logsumexp(logits)", f"BOOD Sec. 3.3 (eq. 7); {DREAM}", None),
     Field("metrics", METRICS, "BOOD Sec. 4.1, Evaluation metrics", _metrics),
