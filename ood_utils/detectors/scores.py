@@ -32,9 +32,15 @@ def vim_dim(d: int) -> int:
     return d // 2
 
 
+#: DenseNet-BC-100's penultimate width, the narrowest on which the papers' code keeps PCA's k = 256
+PCA_WIDE = 342
+
+
 def pca_k(d: int) -> int:
-    """PCA's number of principal directions: 256 (Guan et al.), capped at D/2 for narrow features."""
-    return min(256, d // 2)
+    """PCA's number of principal directions: 256 (Guan et al.; MME's public code, DenseNet's 342 dims
+    included); a penultimate layer narrower than :data:`PCA_WIDE` (e.g. a small CNN's 128-d) keeps half of
+    its dimensions, so the residual space is never empty."""
+    return 256 if d >= PCA_WIDE else d // 2
 
 
 def _resolve(value, auto, d: int, name: str) -> int:
@@ -290,8 +296,8 @@ class SHE(Detector):
 class PCA(Detector):
     """PCA fusion (Guan et al. 2023): E(W clip(z, thr) + b) * (1 - r), with thr the ReAct threshold (p-th
     percentile of ID activations), r = ||(z_c - mu)(I - U_k U_k^T)|| / ||z_c|| the relative reconstruction
-    error of the clipped feature z_c, U_k the top k principal directions of the training features (k = 256,
-    capped at D/2 for narrow features: ``k="auto"``). (1 - r) is not clamped, as in the reference code."""
+    error of the clipped feature z_c, U_k the top k principal directions of the training features (k = 256;
+    D/2 for features narrower than DenseNet's 342: ``k="auto"``). (1 - r) is not clamped, as in the reference code."""
 
     name, title = "pca", "PCA"
     summary = "energy of ReAct-clipped features times (1 - relative PCA reconstruction error)"

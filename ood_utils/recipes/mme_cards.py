@@ -120,8 +120,4 @@ OPENOOD = Card("mme_openood", PAPER, "the OpenOOD fork's setting", ("20", "21"),
 ), selector={"preset": "openood"})
 
 CARDS = (CIFAR, IMAGENET, REFERENCE, OPENOOD)
-DEPARTURES = (
-    Departure("mme_table1", "mme.pca_k", ("quick", "paper"), DENSENET_D // 2,
-              "detectors.pca_k caps k at D/2 (171 of DenseNet's 342 dims) so the residual keeps as many "
-              "dimensions as the principal space; the public code keeps 256 (get_detector('mme', k=256) runs it)"),
-)
+DEPARTURES = ()
