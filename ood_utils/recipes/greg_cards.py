@@ -59,7 +59,7 @@ _common_loss = (
     Field("grad_form", "public_code", f"{CODE}: the norm of the input gradient of one scalar hinge sum over the "
           "concatenated batch (= eq. 3 as printed / B)", lambda c: c.grad_form,
           "The published numbers came from the code; eq. (3) as printed is about B = 192 times stronger and "
-          "stays an option (grad_form='paper'), shown side by side in notebook 11."),
+          "stays an option (grad_form='printed'), shown side by side in notebook 11."),
     Field("m_in", -25.0, f"{CODE} (both CIFAR-10 and CIFAR-100)", lambda c: c.m_in),
     Field("m_aux", -7.0, f"{CODE} (m_out)", lambda c: c.m_aux),
     Field("grad_rows", "independent", "GReg eq. (3) (a per-sample norm)", None,
