@@ -169,3 +169,17 @@ def test_regularized_classifier_exposes_features_and_head():
 def test_digest_changes_with_content():
     a = torch.zeros(2, 2)
     assert R.digest(a) == R.digest(a.clone()) != R.digest(a + 1)
+
+
+def test_random_crops_larger_than_the_saved_images_fail_before_any_work():
+    from ood_utils import profiles
+    from ood_utils.bood import experiments
+
+    cfg = profiles.resolve("paper", "bood", outlier_transform="random_crop", sd_size=64)
+    experiments._check_crops(cfg, ("cifar100",))                   # 32 px windows of 64 px images
+    with pytest.raises(profiles.ConfigError, match="raise sd_size"):
+        experiments._check_crops(cfg, ("imagenet100",))            # 224 px windows of 64 px images
+    paper = profiles.resolve("paper", "bood", outlier_transform="random_crop", sd_size=512)   # saves 256 px
+    experiments._check_crops(paper, ("imagenet100",))
+    with pytest.raises(profiles.ConfigError, match="resize, random_crop"):
+        experiments.check_setup(profiles.resolve("mini", "bood", outlier_transform="stretch"))

@@ -100,7 +100,23 @@ def check_setup(cfg) -> tuple[str, ...]:
                                            f"`python -m data_prep --get {' '.join(missing)}`")
     if anchor_source(cfg.profile) == "sd":
         check_sd_weights(cfg.sd_weights)
+    _check_crops(cfg, names)
     return names
+
+
+def _check_crops(cfg, names) -> None:
+    """Random crops need SD's saved images at least as large as the ID images (padding included)."""
+    if cfg.outlier_transform != "random_crop" or cfg.profile == "mini":    # the mini decoder: the ID size
+        return
+    from .decoders import sd_settings
+
+    saved = sd_settings(cfg)["save_size"]
+    for name in names:
+        size = data.ID_DATASETS[name].image_size
+        if saved + 2 * regularize.CROP_PADDING < size:
+            raise profiles.ConfigError(f"outlier_transform='random_crop' takes {size} px windows of {name}'s outliers, "
+                                       f"but SD saves them at {saved} px (sd_size={cfg.sd_size}): raise sd_size "
+                                       "(the paper's 512 saves 256 px) or use outlier_transform='resize'")
 
 
 def _available(name: str) -> bool:
