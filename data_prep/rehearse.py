@@ -45,13 +45,15 @@ DEVICES = ("cpu", "cuda")
 @dataclass(frozen=True)
 class Variant:
     """An extra run: the notebooks matching ``only`` with ``params``, under ``profile``; ``checkpoint`` =
-    (arch, num_classes) of a random-weight checkpoint passed as the ``checkpoint`` parameter."""
+    (arch, num_classes) of a random-weight checkpoint passed as the ``checkpoint`` parameter;
+    ``torchvision_weights``: an arch whose torchvision ImageNet weights the run reads (random stand-ins)."""
 
     label: str
     only: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: tuple[str, int] | None = None
     profile: str = "paper"
+    torchvision_weights: str | None = None   # arch whose torchvision ImageNet weights the run fine-tunes
 
 
 # Paths of the paper profiles that the notebooks' default parameters do not take.
@@ -60,7 +62,7 @@ VARIANTS: tuple[Variant, ...] = (
             checkpoint=("vit_b16", 1000)),
     Variant("MME ImageNet-1K, BiT-S-R101x1", ("20_*",), {"id_dataset": "imagenet1k", "arch": "bit_s_r101x1"},
             checkpoint=("bit_s_r101x1", 1000)),
-    Variant("GReg ImageNet-10", ("12_*",), {"id_datasets": ["imagenet10"]}),
+    Variant("GReg ImageNet-10", ("12_*",), {"id_datasets": ["imagenet10"]}, torchvision_weights="densenet121"),
     Variant("BOOD ImageNet-100", ("32_*",), {"id_datasets": ["imagenet100"]}),
     # the public code's random crops of SD's saved images, CIFAR-100 (smoke mode saves 64 px images, too small
     # for ImageNet-100's 224 px crops; the main comparison only: the sweeps add nothing)
@@ -200,6 +202,8 @@ def rehearse(profiles: list[str], only: list[str] | None = None, device: str = "
             card = card_summary(nb, profile, params)
             say(f"    card: {card}")
             variant = next((v for v in VARIANTS if v.label == label), None)
+            if variant and variant.torchvision_weights:
+                standins.random_torchvision_weights(variant.torchvision_weights)
             row = run_one(nb, profile, params, out, label, timeout,
                           frozenset(variant.params) if variant else frozenset())
             row.card = card

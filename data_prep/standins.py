@@ -299,6 +299,25 @@ def random_checkpoint(root: Path | str, arch: str, num_classes: int) -> Path:
     return path
 
 
+def random_torchvision_weights(arch: str) -> Path:
+    """A random-weight stand-in for torchvision's ImageNet weights of ``arch``, in torchvision's own format and
+    file name, where :func:`ood_utils.models.torchvision_weights_path` looks first (``<cache>/weights/``: the
+    rehearsal's private cache): the paths that fine-tune those weights run without the download."""
+    import torch
+    import torchvision
+
+    from ood_utils import models
+
+    name, _ = models.TORCHVISION_WEIGHTS[arch]
+    path = paths.cache_dir("weights") / name
+    if not path.exists():
+        torch.manual_seed(0)
+        state = getattr(torchvision.models, arch)(weights=None).state_dict()
+        with paths.atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.standins", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, required=True, help="folder to write (used as OOD_KIT_DATA)")

@@ -97,6 +97,16 @@ def test_random_checkpoint_loads_into_its_architecture(tmp_path):
     models.load_checkpoint(models.build_model("resnet18", 10), path)
 
 
+def test_random_torchvision_weights_stand_where_the_pretrained_start_reads_them(tmp_path, monkeypatch):
+    from ood_utils import models
+
+    monkeypatch.setenv("OOD_KIT_CACHE", str(tmp_path))
+    path = standins.random_torchvision_weights("densenet121")
+    assert path.name == "densenet121-a639ec97.pth" and models.torchvision_weights_path("densenet121") == path
+    small = models.load_imagenet_pretrained(models.build_model("densenet121", 3), "densenet121", [5, 0, 9])
+    assert small.head.weight.shape == (3, 1024)
+
+
 def _train_labels(ds) -> set[int]:
     if isinstance(ds, Subset):
         return {_targets(ds.dataset)[i] for i in ds.indices}
