@@ -141,6 +141,14 @@ SMOKE_CAPS: dict[str, Any] = {
     "plus_batch_size": 16,
 }
 
+def smoke_capped(key: str, value, smoke: bool):
+    """``value`` as smoke mode shrinks it (:data:`SMOKE_CAPS`), for a default a track derives after
+    :func:`resolve`."""
+    if smoke and key in SMOKE_CAPS and value is not None:
+        return min(value, SMOKE_CAPS[key])
+    return value
+
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "seed": (int,), "device": (str,), "id_dataset": (str,), "arch": (str,), "epochs": (int,),
     "batch_size": (int,), "lr": (float, int), "weight_decay": (float, int), "max_train": (int, type(None)),

@@ -53,6 +53,8 @@ def test_imagenet_plus_recipe_yields_to_what_the_user_sets(monkeypatch):
     quick = ex.resolve_config("quick", "sampling", id_datasets=["imagenet10"])
     assert (quick.plus_optimizer, quick.plus_epochs) == ("adam", 2)     # quick keeps its own epochs
     assert ex.resolve_config("paper", "sampling").plus_optimizer == "sgd"   # CIFAR GReg+: the paper's SGD
+    monkeypatch.setenv("OOD_KIT_SMOKE", "1")                             # smoke mode shrinks Table 3's 25 epochs too
+    assert ex.resolve_config("paper", "sampling", id_datasets=["imagenet10"]).plus_epochs == 1
 
 
 def test_smoke_keeps_the_first_setting_only():
