@@ -19,8 +19,8 @@ reproduces under that profile and how many of its values the kit runs as publish
 or differently, so a GPU user sees what will run before a long job.
 ``--variants`` adds the runs that the default parameters do not reach (:data:`VARIANTS`: the ImageNet
 paths, with random-weight checkpoints where a path needs user weights, and BOOD's random-crop option),
-under ``paper`` only: they are the paper's tables, and ``quick`` would run the same code again (smoke mode sets the epochs and
-sample counts that tell the two profiles apart).
+under ``paper`` only: they are the paper's tables, and ``quick`` would run the same code again (smoke mode
+sets the epochs and sample counts that tell the two profiles apart).
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """One training loop for the whole kit, and the load-or-train entry point for the base classifiers.
 
 :func:`fit` is plain supervised training with the recipe the papers share: SGD with momentum, weight decay,
-a cosine learning-rate schedule stepped every batch (Adam and a step decay where a recipe asks for them). It writes a checkpoint after every epoch (atomically,
-with ``paths.atomic_path``, and a sidecar holding its sha256) and resumes from it, so an interrupted run
-continues where it stopped and, on CPU, ends with the same weights bit for bit. A checkpoint that cannot be
+a cosine learning-rate schedule stepped every batch (Adam and a step decay where a recipe asks for them).
+It writes a checkpoint after every epoch (atomically, with ``paths.atomic_path``, and a sidecar holding its
+sha256) and resumes from it, so an interrupted run continues where it stopped and, on CPU, ends with the
+same weights bit for bit. A checkpoint that cannot be
 read, fails its hash, or was written with another recipe or model is never used: training starts over with
 a warning.
 Under ``accelerate launch`` several processes share every batch (:mod:`ood_utils.distributed`); the main
@@ -207,7 +208,7 @@ def fit(model: nn.Module, loader, *, epochs: int, lr: float, weight_decay: float
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     recipe = {"epochs": epochs, "lr": float(lr), "weight_decay": float(weight_decay), "momentum": float(momentum),
               "nesterov": bool(nesterov), "steps_per_epoch": steps, "amp": use_amp}
-    if optimizer != "sgd":
+    if optimizer != "sgd":      # named only when not SGD: checkpoints written before the option still resume
         recipe["optimizer"] = optimizer
     if milestones:
         recipe["milestones"] = [int(m) for m in milestones]

@@ -113,7 +113,7 @@ def _check_crops(cfg, names) -> None:
     saved = sd_settings(cfg)["save_size"]
     for name in names:
         size = data.ID_DATASETS[name].image_size
-        if saved + 2 * regularize.CROP_PADDING < size:
+        if not regularize.crops_fit(saved, size):
             raise profiles.ConfigError(f"outlier_transform='random_crop' takes {size} px windows of {name}'s outliers, "
                                        f"but SD saves them at {saved} px (sd_size={cfg.sd_size}): raise sd_size "
                                        "(the paper's 512 saves 256 px) or use outlier_transform='resize'")

@@ -165,6 +165,11 @@ OUTLIER_TRANSFORMS = ("resize", "random_crop")
 CROP_PADDING = 4       # DreamOOD's RandomCrop(32, padding=4)
 
 
+def crops_fit(side: int, size: int) -> bool:
+    """Whether ``size`` px windows fit in an image of ``side`` px once padded."""
+    return side + 2 * CROP_PADDING >= size
+
+
 class OutlierCrops:
     """Outliers as DreamOOD's public code feeds them: each access returns a random ``size`` x ``size`` window
     of the image at the resolution it was generated at, after zero padding of :data:`CROP_PADDING` pixels,
@@ -176,7 +181,7 @@ class OutlierCrops:
         images = torch.as_tensor(images)
         if images.ndim != 4:
             raise ValueError(f"outlier images must be (N, C, H, W), got shape {tuple(images.shape)}")
-        if min(images.shape[-2:]) + 2 * CROP_PADDING < size:
+        if not crops_fit(min(images.shape[-2:]), size):
             raise ValueError(f"outlier images of {tuple(images.shape[-2:])} px are too small for {size} px crops")
         self.images, self.size, self.channels, self.mean, self.std = images, size, channels, mean, std
 

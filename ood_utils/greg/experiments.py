@@ -168,9 +168,9 @@ def resolve_config(profile: str = "mini", experiment: str = "finetune", **params
     values = {**cfg.values, "id_datasets": ids, "archs": archs, "margin_rule": rule}
     if all(d.startswith("imagenet") for d in ids):
         # ImageNet GReg+ fine-tunes the pretrained network (Table 3), never from scratch, with its own recipe
-        epochs = IMAGENET_PLUS_EPOCHS.get(cfg.profile)
-        imagenet = {**IMAGENET_PLUS, **({"plus_epochs": profiles.smoke_capped("plus_epochs", epochs, cfg.smoke)}
-                                        if epochs else {})}
+        imagenet = dict(IMAGENET_PLUS)
+        if cfg.profile in IMAGENET_PLUS_EPOCHS:
+            imagenet["plus_epochs"] = profiles.smoke_capped("plus_epochs", IMAGENET_PLUS_EPOCHS[cfg.profile], cfg.smoke)
         values.update({k: v for k, v in imagenet.items() if k not in cfg.overridden})
     return dataclasses.replace(cfg, values=MappingProxyType(values))
 
